@@ -1,0 +1,114 @@
+"""The progressive discriminator (paper Appendix A.1, Table 2 right): G's mirror image.
+
+Like :class:`~progan.nn.generator.Generator`, it holds every block and runs only the active ones:
+``forward(images, depth, alpha)`` with images of resolution R = 4 * 2**depth.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from progan.config import NetworkConfig
+from progan.nn.layers import (
+    EqualizedConv2d,
+    EqualizedLinear,
+    MinibatchStdDev,
+    downsample2x,
+    leaky_relu,
+)
+
+
+class DiscriminatorBlock(nn.Module):
+    """Two 3x3 convolutions with leaky ReLU, then 2x2 average pooling.
+
+    (N, ch, H, W) -> (N, out_ch, H/2, W/2).
+    """
+
+    def __init__(self, ch: int, out_ch: int, equalized: bool) -> None:
+        super().__init__()
+        self.conv0 = EqualizedConv2d(ch, ch, 3, equalized=equalized)
+        self.conv1 = EqualizedConv2d(ch, out_ch, 3, equalized=equalized)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = leaky_relu(self.conv0(x))
+        return downsample2x(leaky_relu(self.conv1(x)))
+
+
+class DiscriminatorHead(nn.Module):
+    """The 4x4 block: minibatch stddev, 3x3 conv, dense 4x4 -> ch, dense -> 1 + label_size.
+
+    (N, ch, 4, 4) -> (N, 1 + label_size): column 0 is the score, the rest are label logits.
+    """
+
+    def __init__(self, ch: int, cfg: NetworkConfig) -> None:
+        super().__init__()
+        eq = cfg.equalized_lr
+        self.mbstd = MinibatchStdDev(cfg.mbstd_group_size) if cfg.mbstd_group_size > 0 else None
+        self.conv = EqualizedConv2d(ch + (1 if self.mbstd else 0), ch, 3, equalized=eq)
+        self.dense0 = EqualizedLinear(ch * 16, ch, equalized=eq)
+        self.dense1 = EqualizedLinear(ch, 1 + cfg.label_size, gain=1.0, equalized=eq)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mbstd is not None:
+            x = self.mbstd(x)
+        x = leaky_relu(self.conv(x))
+        x = leaky_relu(self.dense0(x.flatten(1)))
+        return self.dense1(x)
+
+
+class Discriminator(nn.Module):
+    """Progressive discriminator: image -> (score, label logits).
+
+    ``forward(images, depth, alpha)``: images are (N, channels, R, R) float in [-1, 1] with
+    R = 4 * 2**depth; returns ``(scores (N,), label_logits (N, label_size) or None)``. While a
+    block fades in (alpha < 1), the input also takes the old path,
+    ``fromRGB[depth-1](downsample(images))``, blended with the new block's output by alpha.
+    """
+
+    def __init__(self, cfg: NetworkConfig) -> None:
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.label_size = cfg.label_size
+        self.resolution = cfg.resolution
+        self.channels = cfg.channels
+        self.max_depth = cfg.max_depth
+        eq = cfg.equalized_lr
+        from_rgb, blocks = [], []
+        for depth in range(self.max_depth + 1):
+            ch = cfg.num_features(depth)
+            from_rgb.append(EqualizedConv2d(cfg.channels, ch, 1, equalized=eq))
+            if depth == 0:
+                blocks.append(DiscriminatorHead(ch, cfg))
+            else:
+                blocks.append(DiscriminatorBlock(ch, cfg.num_features(depth - 1), equalized=eq))
+        self.from_rgb = nn.ModuleList(from_rgb)
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        depth: int | None = None,
+        alpha: float | torch.Tensor = 1.0,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        depth = self.max_depth if depth is None else depth
+        if not 0 <= depth <= self.max_depth:
+            raise ValueError(f"depth must be in [0, {self.max_depth}], got {depth}")
+        size = 4 * 2**depth
+        if images.ndim != 4 or images.shape[1:] != (self.channels, size, size):
+            raise ValueError(
+                f"images must have shape (N, {self.channels}, {size}, {size}) at depth {depth}, "
+                f"got {tuple(images.shape)}"
+            )
+        x = leaky_relu(self.from_rgb[depth](images))
+        if depth > 0:
+            x = self.blocks[depth](x)
+            if isinstance(alpha, torch.Tensor) or alpha < 1.0:
+                skip = leaky_relu(self.from_rgb[depth - 1](downsample2x(images)))
+                x = torch.lerp(skip, x, alpha)
+            for d in range(depth - 1, 0, -1):
+                x = self.blocks[d](x)
+        out = self.blocks[0](x)
+        scores = out[:, 0]
+        return scores, (out[:, 1:] if self.label_size else None)

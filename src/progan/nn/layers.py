@@ -1,0 +1,152 @@
+"""Building blocks of the paper's networks (Section 4 and Appendix A.1).
+
+* :class:`EqualizedConv2d` / :class:`EqualizedLinear`: equalized learning rate (Section 4.1).
+  Weights are drawn from N(0, 1) and multiplied at run time by He's constant
+  ``gain / sqrt(fan_in)``; biases start at zero. With Adam, every weight then learns at the
+  same speed whatever its layer's fan-in.
+* :class:`PixelNorm`: pixelwise feature vector normalization in G (Section 4.2),
+  ``b = a / sqrt(mean_j(a_j**2) + eps)`` over the channel axis, eps = 1e-8.
+* :class:`MinibatchStdDev`: the minibatch standard deviation layer (Section 3), which appends
+  one feature map holding the average standard deviation within each group of samples.
+* :func:`upsample2x` (nearest neighbour) and :func:`downsample2x` (2x2 average pooling).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LEAKY_RELU_SLOPE = 0.2
+HE_GAIN = math.sqrt(2.0)
+
+
+class EqualizedConv2d(nn.Module):
+    """2-D convolution with the equalized learning rate, 'same' padding, stride 1.
+
+    Input (N, in_channels, H, W) -> output (N, out_channels, H, W), any float dtype.
+    ``equalized=False`` gives a conventionally initialised convolution (He-scaled weights, no
+    run-time scaling), for the paper's ablation (Table 1, rows without (f)).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        gain: float = HE_GAIN,
+        equalized: bool = True,
+    ) -> None:
+        super().__init__()
+        fan_in = in_channels * kernel_size * kernel_size
+        he_std = gain / math.sqrt(fan_in)
+        self.padding = kernel_size // 2
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        if equalized:
+            self.scale = he_std
+        else:
+            self.scale = 1.0
+            with torch.no_grad():
+                self.weight.mul_(he_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight * self.scale if self.scale != 1.0 else self.weight
+        return F.conv2d(x, weight.to(x.dtype), self.bias.to(x.dtype), padding=self.padding)
+
+    def extra_repr(self) -> str:
+        out_c, in_c, k, _ = self.weight.shape
+        return f"{in_c}, {out_c}, kernel_size={k}, scale={self.scale:.4g}"
+
+
+class EqualizedLinear(nn.Module):
+    """Dense layer with the equalized learning rate: (N, in_features) -> (N, out_features)."""
+
+    def __init__(
+        self, in_features: int, out_features: int, gain: float = HE_GAIN, equalized: bool = True
+    ) -> None:
+        super().__init__()
+        he_std = gain / math.sqrt(in_features)
+        self.weight = nn.Parameter(torch.randn(out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        if equalized:
+            self.scale = he_std
+        else:
+            self.scale = 1.0
+            with torch.no_grad():
+                self.weight.mul_(he_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight * self.scale if self.scale != 1.0 else self.weight
+        return F.linear(x, weight.to(x.dtype), self.bias.to(x.dtype))
+
+    def extra_repr(self) -> str:
+        out_f, in_f = self.weight.shape
+        return f"{in_f}, {out_f}, scale={self.scale:.4g}"
+
+
+class PixelNorm(nn.Module):
+    """Normalize each pixel's feature vector to unit average square: x / sqrt(mean_c x^2 + eps).
+
+    Works on (N, C) and (N, C, H, W); the mean is over the channel axis (dim 1).
+    """
+
+    def __init__(self, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + self.eps)
+
+
+class MinibatchStdDev(nn.Module):
+    """Append the minibatch standard deviation as one extra feature map.
+
+    Input (N, C, H, W) -> output (N, C + 1, H, W). As in the official code, the batch is split
+    into groups of ``group_size`` samples where sample n belongs to group ``n % (N // G)``; within
+    each group the standard deviation of every feature at every pixel is computed (biased
+    estimator, ``sqrt(var + 1e-8)``), averaged over features and pixels to one number per group,
+    and that number is replicated over the group's samples and pixels. When N is not divisible
+    by ``group_size``, the largest group size <= ``group_size`` that divides N is used.
+    """
+
+    def __init__(self, group_size: int = 4, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.group_size = group_size
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        g = effective_group_size(n, self.group_size)
+        y = x.float().reshape(g, n // g, c, h, w)
+        y = y - y.mean(dim=0, keepdim=True)
+        y = torch.sqrt(y.square().mean(dim=0) + self.eps)  # (M, C, H, W)
+        y = y.mean(dim=(1, 2, 3))  # (M,)
+        y = y.reshape(1, n // g, 1, 1, 1).expand(g, n // g, 1, h, w).reshape(n, 1, h, w)
+        return torch.cat([x, y.to(x.dtype)], dim=1)
+
+
+def effective_group_size(batch: int, group_size: int) -> int:
+    """Largest g <= group_size that divides ``batch`` (the group size the stddev layer uses)."""
+    g = max(1, min(group_size, batch))
+    while batch % g:
+        g -= 1
+    return g
+
+
+def upsample2x(x: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour 2x upsampling: (N, C, H, W) -> (N, C, 2H, 2W)."""
+    n, c, h, w = x.shape
+    return x[:, :, :, None, :, None].expand(n, c, h, 2, w, 2).reshape(n, c, 2 * h, 2 * w)
+
+
+def downsample2x(x: torch.Tensor) -> torch.Tensor:
+    """2x2 average pooling: (N, C, H, W) -> (N, C, H/2, W/2)."""
+    return F.avg_pool2d(x, kernel_size=2)
+
+
+def leaky_relu(x: torch.Tensor) -> torch.Tensor:
+    """Leaky ReLU with the paper's slope 0.2."""
+    return F.leaky_relu(x, LEAKY_RELU_SLOPE)
