@@ -113,8 +113,8 @@ def _resize_float(images: torch.Tensor, resolution: int | None) -> torch.Tensor:
 
 
 def _to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """float [-1, 1] -> uint8 [0, 255] (x * 127.5 + 127.5, rounded, clipped)."""
-    return (images * 127.5 + 127.5).round().clamp(0, 255).to(torch.uint8)
+    """float [-1, 1] -> uint8 [0, 255], rounded to nearest like ``progan.generate.to_uint8``."""
+    return (images * 127.5 + 128.0).clamp(0, 255).to(torch.uint8)
 
 
 @torch.no_grad()
