@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -63,8 +64,8 @@ class ImageDataset:
     ``channels``, ``num_classes`` (0 = unlabeled), ``labels`` (int64 ndarray ``(N,)`` or
     None), ``class_names`` (list or None), ``meta`` (the parsed dataset.json).
 
-    The zip handle is opened lazily and per process: a dataset pickled to (or forked into) a
-    DataLoader worker reopens its own handle on first use.
+    Zip handles are opened lazily, one per process and thread: a dataset pickled to (or forked
+    into) a DataLoader worker, or read from several threads, opens its own handle on first use.
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -74,8 +75,7 @@ class ImageDataset:
             raise DatasetError(f"dataset not found: {self.path}")
         self.is_zip = self.path.is_file()
         self.name = self.path.name[:-4] if self.path.name.endswith(".zip") else self.path.name
-        self._zip: zipfile.ZipFile | None = None
-        self._zip_pid: int | None = None
+        self._local = threading.local()
         members = self._list_members()
         self.meta = self._read_meta(members)
         self.resolution: int = self.meta["resolution"]
@@ -178,12 +178,13 @@ class ImageDataset:
     # -- raw access ---------------------------------------------------------------------------
 
     def _zipfile(self) -> zipfile.ZipFile:
+        local = self._local
         pid = os.getpid()
-        if self._zip is None or self._zip_pid != pid:
+        if getattr(local, "zip", None) is None or local.pid != pid:
             # After fork the parent's handle shares a file offset: never reuse it.
-            self._zip = zipfile.ZipFile(self.path)
-            self._zip_pid = pid
-        return self._zip
+            local.zip = zipfile.ZipFile(self.path)
+            local.pid = pid
+        return local.zip
 
     def _read_bytes(self, name: str) -> bytes:
         try:
@@ -231,11 +232,11 @@ class ImageDataset:
         return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
     def close(self) -> None:
-        """Close the zip handle of this process (it is reopened on the next read)."""
-        if self._zip is not None and self._zip_pid == os.getpid():
-            self._zip.close()
-        self._zip = None
-        self._zip_pid = None
+        """Close this thread's zip handle (it is reopened on the next read)."""
+        local = self._local
+        if getattr(local, "zip", None) is not None and local.pid == os.getpid():
+            local.zip.close()
+        local.zip = None
 
     def __enter__(self) -> ImageDataset:
         return self
@@ -245,9 +246,12 @@ class ImageDataset:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_zip"] = None
-        state["_zip_pid"] = None
+        del state["_local"]  # handles are per process and thread
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
 
     def __repr__(self) -> str:
         return (

@@ -1,0 +1,109 @@
+"""``progan dataset create`` and ``progan dataset info`` (argparse sub-commands)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from progan.data.create import create_dataset, dataset_info
+from progan.data.images import TRANSFORMS
+from progan.data.sources import SOURCE_TYPES
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def run_create(args: argparse.Namespace) -> int:
+    summary = create_dataset(
+        args.source,
+        args.dest,
+        args.resolution,
+        transform=args.transform,
+        max_images=args.max_images,
+        skip_bad=args.skip_bad,
+        source_type=args.source_type,
+        channels=args.channels,
+        progress=not args.no_progress,
+        seed=args.seed,
+    )
+    print(summary)
+    return 0
+
+
+def format_info(info: dict[str, Any]) -> str:
+    """Human-readable lines for :func:`progan.data.create.dataset_info`'s dict."""
+    r = info["resolution"]
+    lines = [
+        f"path:        {info['path']}",
+        f"images:      {info['count']}",
+        f"resolution:  {r}x{r}",
+        f"channels:    {info['channels']}",
+        f"size:        {info['size_bytes'] / 2**20:.1f} MiB",
+        f"source:      {info.get('source') or '?'}",
+        f"created:     {info.get('created') or '?'}",
+    ]
+    if info["labeled"]:
+        lines.append(f"labels:      {info['num_classes']} classes")
+        for name, count in info["class_counts"].items():
+            lines.append(f"  {name}: {count}")
+    else:
+        lines.append("labels:      none")
+    return "\n".join(lines)
+
+
+def run_info(args: argparse.Namespace) -> int:
+    info = dataset_info(args.dest)
+    print(json.dumps(info, indent=2) if args.json else format_info(info))
+    return 0
+
+
+def add_commands(dataset_subparsers: argparse._SubParsersAction) -> None:
+    """Register ``create`` and ``info`` under ``progan dataset``."""
+    p = dataset_subparsers.add_parser(
+        "create",
+        help="convert images (folder, zip, CIFAR-10, MNIST, LSUN, CelebA, synthetic:shapes) "
+        "into a progan dataset",
+        description="Convert a source into a progan dataset (a zip of square PNGs plus "
+        "dataset.json). SOURCE is a folder of images, a zip of images, cifar-10-batches-py "
+        "(or its .tar.gz), an MNIST/Fashion-MNIST idx folder, an LSUN LMDB folder, CelebA "
+        "img_align_celeba, or synthetic:shapes.",
+    )
+    p.add_argument("source", metavar="SOURCE", help="what to convert (type auto-detected)")
+    p.add_argument("dest", metavar="DEST", help="output: a .zip file or a new folder")
+    p.add_argument(
+        "--resolution",
+        type=_positive_int,
+        default=None,
+        help="output size, a power of two (default: the largest power of two that fits the "
+        "first image)",
+    )
+    p.add_argument("--max-images", type=_positive_int, default=None, help="stop after N images")
+    p.add_argument(
+        "--transform",
+        choices=TRANSFORMS,
+        default="center-crop",
+        help="how non-square images become square (default: center-crop)",
+    )
+    p.add_argument("--source-type", choices=SOURCE_TYPES, default=None, help="override detection")
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip unreadable or too small images (and list them) instead of failing",
+    )
+    p.add_argument("--channels", type=int, choices=(1, 3), default=None, help="convert every image")
+    p.add_argument("--seed", type=int, default=0, help="seed of synthetic sources (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_create)
+
+    p = dataset_subparsers.add_parser("info", help="describe a progan dataset")
+    p.add_argument("dest", metavar="DEST", help="a progan dataset (zip or folder)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run_info)
