@@ -39,6 +39,7 @@ from progan.errors import DatasetError
 __all__ = [
     "LANDMARK_NAMES",
     "align_face",
+    "align_faces_to_dataset",
     "crop_quad",
     "read_celeba_landmarks",
 ]
@@ -235,3 +236,57 @@ def read_celeba_landmarks(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if count != len(result):
         raise DatasetError(f"{path}: header says {count} images, found {len(result)}")
     return result
+
+
+def align_faces_to_dataset(
+    images_dir: str | os.PathLike,
+    landmarks_path: str | os.PathLike,
+    dest: str | os.PathLike,
+    resolution: int = 1024,
+    max_images: int | None = None,
+    progress: bool = True,
+) -> tuple[Path, int, int]:
+    """Align every face listed in a CelebA landmark file and write a progan dataset.
+
+    Args:
+        images_dir: folder holding the images named in the landmark file (e.g. ``img_celeba``).
+        landmarks_path: ``list_landmarks_celeba.txt``-format file (see
+            :func:`read_celeba_landmarks`); use the landmarks of the *unaligned* images.
+        dest: dataset destination (``.zip`` or a new folder), written by
+            ``progan.data.dataset.DatasetWriter`` (atomically).
+        resolution: output resolution, a power of two (the paper: 1024).
+        max_images: stop after this many images (None = all), in landmark-file order.
+        progress: show a progress bar.
+
+    Returns:
+        ``(dest, written, missing)``: images written and listed images not found (skipped).
+    """
+    from progan.data.dataset import DatasetWriter  # lazy: the data package is optional here
+
+    images_dir = Path(images_dir)
+    entries = list(read_celeba_landmarks(landmarks_path).items())
+    if max_images is not None:
+        entries = entries[:max_images]
+    missing = 0
+    source = f"align-faces {images_dir} ({Path(landmarks_path).name}), CelebA-HQ-style crop"
+    with DatasetWriter(dest, resolution, 3, source=source) as writer:
+        iterator = entries
+        if progress:
+            from tqdm import tqdm
+
+            iterator = tqdm(entries, desc="align-faces", unit="img")
+        for name, lm in iterator:
+            path = images_dir / name
+            if not path.is_file():
+                missing += 1
+                continue
+            try:
+                with Image.open(path) as im:
+                    aligned = align_face(im, lm, resolution)
+            except (OSError, ValueError) as e:
+                raise DatasetError(f"{path}: {e}") from e
+            writer.add(np.ascontiguousarray(aligned.transpose(2, 0, 1)))
+        if writer.count == 0:
+            raise DatasetError(f"none of the {len(entries)} listed images exist in {images_dir}")
+        written = writer.count
+    return Path(dest), written, missing

@@ -11,9 +11,17 @@ import numpy as np
 import torch
 from PIL import Image
 
+from progan.errors import ProganError
 from progan.fileio import atomic_write
 
-__all__ = ["make_grid", "save_image_grid", "to_numpy_uint8", "write_png"]
+__all__ = [
+    "conditional_grid_labels",
+    "dataset_grid",
+    "make_grid",
+    "save_image_grid",
+    "to_numpy_uint8",
+    "write_png",
+]
 
 
 def to_numpy_uint8(images: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -94,3 +102,57 @@ def save_image_grid(
     Returns the path written.
     """
     return write_png(make_grid(images, cols=cols, pad=pad), path)
+
+
+def conditional_grid_labels(num_classes: int, per_row: int) -> np.ndarray:
+    """Labels for a class-per-row grid: int64 (num_classes * per_row,), row c all class c.
+
+    Pair with ``make_grid(images, cols=per_row)``.
+    """
+    if num_classes < 1 or per_row < 1:
+        raise ValueError("num_classes and per_row must be >= 1")
+    return np.repeat(np.arange(num_classes, dtype=np.int64), per_row)
+
+
+def dataset_grid(
+    dataset,
+    num: int = 64,
+    seed: int = 0,
+    rows_per_label: bool = False,
+    per_row: int = 8,
+) -> tuple[np.ndarray, int | None]:
+    """Pick real images from a dataset for a comparison grid.
+
+    Args:
+        dataset: ``len(ds)``, ``ds[i] -> (uint8 CHW, label)``; for ``rows_per_label`` also
+            ``num_classes`` and ``labels`` (int64 (N,)).
+        num: images to pick (ignored with ``rows_per_label``); at most ``len(dataset)``.
+        seed: seed of the random choice (without replacement).
+        rows_per_label: one row per class, ``per_row`` random images of that class each
+            (black cells where a class has fewer images).
+        per_row: images per row with ``rows_per_label``.
+
+    Returns:
+        ``(images uint8 NCHW, cols)``; ``cols`` is ``per_row`` for class rows, else None (the
+        grid's default square layout).
+    """
+    rng = np.random.default_rng(seed)
+    if not rows_per_label:
+        count = min(num, len(dataset))
+        if count < 1:
+            raise ValueError("no images to show")
+        idx = np.sort(rng.choice(len(dataset), size=count, replace=False))
+        return np.stack([np.asarray(dataset[int(i)][0]) for i in idx]), None
+    labels = getattr(dataset, "labels", None)
+    num_classes = int(getattr(dataset, "num_classes", 0) or 0)
+    if labels is None or num_classes < 1:
+        raise ProganError("--rows-per-label needs a labelled dataset")
+    first = np.asarray(dataset[0][0])
+    cells = []
+    for c in range(num_classes):
+        members = np.flatnonzero(np.asarray(labels) == c)
+        pick = rng.choice(members, size=min(per_row, len(members)), replace=False)
+        row = [np.asarray(dataset[int(i)][0]) for i in np.sort(pick)]
+        row += [np.zeros_like(first)] * (per_row - len(row))
+        cells += row
+    return np.stack(cells), per_row
