@@ -1,0 +1,182 @@
+"""The available metrics: name -> function, and how each is accumulated while streaming.
+
+``METRICS[name](fake, real=None, num=None, **options)`` computes one metric (a thin wrapper of
+``progan.metrics.api.evaluate``, which computes several metrics in one pass over the images).
+``SPECS[name]`` describes how: default image count, whether real images are needed, whether
+it uses the Inception network, and the per-set accumulator.
+
+Names: ``"swd"``, ``"ms-ssim"``, ``"fid"``, ``"is"`` (aliases ``"ms_ssim"``, ``"inception_score"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from progan.metrics import fid as fid_mod
+from progan.metrics import inception_score as is_mod
+from progan.metrics import ms_ssim as ms_ssim_mod
+from progan.metrics import swd as swd_mod
+
+__all__ = ["ALIASES", "METRICS", "SPECS", "Context", "MetricSpec", "resolve_names"]
+
+
+@dataclass
+class Context:
+    """Options shared by the accumulators of one evaluation."""
+
+    device: torch.device
+    resolution: int
+    channels: int
+    seed: int = 0
+    fid_method: str = "eigh"
+    is_splits: int = 10
+    swd_store_device: str = "cpu"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _SWDState:
+    def __init__(self, ctx: Context) -> None:
+        self.desc = swd_mod.PatchDescriptors(
+            ctx.resolution,
+            ctx.channels,
+            seed=ctx.seed,
+            device=ctx.device,
+            store_device=ctx.swd_store_device,
+        )
+
+    def feed(self, images: torch.Tensor, inception: dict | None) -> None:
+        self.desc.feed(images)
+
+
+class _FIDState:
+    def __init__(self, ctx: Context) -> None:
+        self.stats = fid_mod.FeatureStats()
+
+    def feed(self, images: torch.Tensor, inception: dict | None) -> None:
+        self.stats.feed(inception["pool"])
+
+
+class _ISState:
+    def __init__(self, ctx: Context) -> None:
+        self.acc = is_mod.LogitsAccumulator()
+
+    def feed(self, images: torch.Tensor, inception: dict | None) -> None:
+        self.acc.feed(inception["logits"])
+
+
+class _MSSSIMState:
+    def __init__(self, ctx: Context) -> None:
+        self.acc = ms_ssim_mod.MSSSIMAccumulator(ctx.device)
+
+    def feed(self, images: torch.Tensor, inception: dict | None) -> None:
+        self.acc.feed(images)
+
+
+def _swd_summary(state: _SWDState) -> Any:
+    return (state.desc.resolutions, state.desc.finalize())
+
+
+def _swd_result(fake: _SWDState, real_summary: Any, ctx: Context) -> dict[str, float]:
+    resolutions, real_desc = real_summary
+    return swd_mod.swd_from_descriptors(
+        fake.desc.finalize(), real_desc, resolutions, seed=ctx.seed, device=ctx.device
+    )
+
+
+def _fid_summary(state: _FIDState) -> Any:
+    return (state.stats.mean(), state.stats.cov())
+
+
+def _fid_result(fake: _FIDState, real_summary: Any, ctx: Context) -> float:
+    mu_r, sigma_r = real_summary
+    return fid_mod.frechet_distance(
+        fake.stats.mean(), fake.stats.cov(), mu_r, sigma_r, method=ctx.fid_method
+    )
+
+
+def _is_result(fake: _ISState, real_summary: Any, ctx: Context) -> dict[str, float]:
+    mean, std = fake.acc.value(ctx.is_splits)
+    return {"mean": mean, "std": std}
+
+
+def _ms_ssim_result(fake: _MSSSIMState, real_summary: Any, ctx: Context) -> float:
+    return fake.acc.value()
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """How a metric is computed.
+
+    ``new_state(ctx)`` makes a per-set accumulator with ``feed(images, inception_outputs)``;
+    ``summarize(state)`` turns the real set's accumulator into a cacheable summary (metrics
+    with ``needs_real``); ``result(fake_state, real_summary, ctx)`` gives the metric value.
+    """
+
+    name: str
+    default_num: int
+    needs_real: bool
+    uses_inception: bool
+    new_state: Callable[[Context], Any]
+    result: Callable[[Any, Any, Context], Any]
+    summarize: Callable[[Any], Any] | None = None
+    description: str = ""
+
+
+SPECS: dict[str, MetricSpec] = {
+    "swd": MetricSpec(
+        "swd", 16384, True, False, _SWDState, _swd_result, _swd_summary,
+        "sliced Wasserstein distance x1e3 per Laplacian level and average (lower is better)",
+    ),
+    "ms-ssim": MetricSpec(
+        "ms-ssim", 20000, False, False, _MSSSIMState, _ms_ssim_result, None,
+        "mean MS-SSIM over pairs of images of the evaluated set (lower = more variation)",
+    ),
+    "fid": MetricSpec(
+        "fid", 50000, True, True, _FIDState, _fid_result, _fid_summary,
+        "Frechet Inception distance (lower is better)",
+    ),
+    "is": MetricSpec(
+        "is", 50000, False, True, _ISState, _is_result, None,
+        "Inception Score mean and std over 10 splits (higher is better)",
+    ),
+}  # fmt: skip
+
+ALIASES = {"ms_ssim": "ms-ssim", "msssim": "ms-ssim", "inception_score": "is", "inception": "is"}
+
+
+def resolve_names(metrics: str | list[str] | tuple[str, ...]) -> list[str]:
+    """Normalize ``"swd,fid"`` or a list of names (aliases allowed) to canonical names."""
+    from progan.errors import ConfigError
+
+    items = metrics.split(",") if isinstance(metrics, str) else list(metrics)
+    out: list[str] = []
+    for item in items:
+        name = item.strip().lower()
+        if not name:
+            continue
+        name = ALIASES.get(name, name)
+        if name not in SPECS:
+            raise ConfigError(f"unknown metric {item!r}; choose from {', '.join(SPECS)}")
+        if name not in out:
+            out.append(name)
+    if not out:
+        raise ConfigError("no metric given")
+    return out
+
+
+def _metric_function(name: str) -> Callable[..., Any]:
+    def compute(fake: Any, real: Any = None, num: int | None = None, **options: Any) -> Any:
+        from progan.metrics.api import evaluate
+
+        return evaluate([name], fake, real, num, **options)[name]
+
+    compute.__name__ = name.replace("-", "_")
+    compute.__doc__ = f"{SPECS[name].description}. See progan.metrics.api.evaluate for options."
+    return compute
+
+
+METRICS: dict[str, Callable[..., Any]] = {name: _metric_function(name) for name in SPECS}
