@@ -204,16 +204,13 @@ def fit_to_square(arr: np.ndarray, resolution: int, transform: str, name: str) -
         square[top : top + h, left : left + w] = arr
         arr, h, w = square, side, side
     if transform == "center-crop":
-        left, top = (w - side) // 2, (h - side) // 2
-        box = (left, top, left + side, top + side)
-    else:
-        box = (0, 0, w, h)
-    if box[2] - box[0] == resolution and box[3] - box[1] == resolution:
-        return np.ascontiguousarray(arr[box[1] : box[3], box[0] : box[2]])
-    pil = Image.fromarray(arr[:, :, 0] if c == 1 else arr, "L" if c == 1 else "RGB")
-    out = pil.resize((resolution, resolution), Image.Resampling.LANCZOS, box=box)
-    res = np.asarray(out, dtype=np.uint8)
-    return res[:, :, None] if res.ndim == 2 else res
+        top, left = (h - side) // 2, (w - side) // 2
+        arr = arr[top : top + side, left : left + side]  # crop first: no bleeding from outside
+    if arr.shape[:2] == (resolution, resolution):
+        return np.ascontiguousarray(arr)
+    pil = Image.fromarray(np.ascontiguousarray(arr[:, :, 0] if c == 1 else arr))
+    out = np.asarray(pil.resize((resolution, resolution), Image.Resampling.LANCZOS), np.uint8)
+    return out[:, :, None] if out.ndim == 2 else out
 
 
 def encode_png(chw: np.ndarray) -> bytes:

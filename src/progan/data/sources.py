@@ -195,7 +195,7 @@ class Cifar10Source(Source):
             raise DatasetError(f"CIFAR-10 split must be 'train' or 'test', got {split!r}")
         wanted = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
         files = self._read_files([*wanted, "batches.meta"], optional={"batches.meta"})
-        images, labels = [], []
+        images, labels, names = [], [], []
         for fname in wanted:
             batch = _unpickle_cifar(files[fname], fname)
             data = np.asarray(batch.get("data"))
@@ -206,9 +206,10 @@ class Cifar10Source(Source):
                 raise DatasetError(f"{fname}: CIFAR-10 'labels' length does not match 'data'")
             images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
             labels.append(lab)
+            names += [f"{fname}[{i}]" for i in range(len(lab))]
         self.images = np.concatenate(images)
         self.labels = np.concatenate(labels)
-        self.batch_names = [f"{f}[{i}]" for f in wanted for i in range(10000)]
+        self.batch_names = names
         self.class_names = None
         if "batches.meta" in files:
             meta = _unpickle_cifar(files["batches.meta"], "batches.meta")
