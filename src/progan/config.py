@@ -75,7 +75,7 @@ class ScheduleConfig:
 
     stabilize_kimg: float = 800.0
     fade_kimg: float = 800.0
-    total_kimg: float = 12000.0
+    total_kimg: float = 13600.0  # paper preset at 1024x1024: 17 phases of 800 kimg
     start_resolution: int = 4
     # Per-resolution minibatch size and Adam learning rate; keys are resolutions.
     minibatch: dict[int, int] = field(
@@ -164,7 +164,8 @@ def preset(name: str, resolution: int = 1024, channels: int = 3, label_size: int
     """A :class:`TrainConfig` for one of the presets.
 
     * ``paper``: Appendix A.1 as published (CelebA-HQ setup: 800 kimg per phase, minibatch 16
-      up to 128x128 then 14, 6, 3; feature maps 512 ... 16; latent 512).
+      up to 128x128 then 14, 6, 3; feature maps 512 ... 16; latent 512); runs until the target
+      resolution has stabilized for one phase (13,600 kimg at 1024x1024).
     * ``small``: narrower networks (at most 256 feature maps, latent 256), 300 kimg phases, for a
       single modest GPU.
     * ``tiny``: a few-minute CPU run for demos and tests (at most 32 feature maps, latent 32,
@@ -175,6 +176,9 @@ def preset(name: str, resolution: int = 1024, channels: int = 3, label_size: int
     net = NetworkConfig(resolution=resolution, channels=channels, label_size=label_size)
     cfg = TrainConfig(preset=name, network=net)
     levels = int(math.log2(resolution)) - 1  # number of resolutions from 4x4 up
+    # Default length: every resolution gets one stabilization and one fade-in phase, so the
+    # target resolution is trained for as long as each earlier one.
+    cfg.schedule.total_kimg = 800.0 * (2 * levels - 1)
     if name == "small":
         net.fmap_base, net.fmap_max, net.latent_size = 4096, 256, 256
         cfg.schedule.stabilize_kimg = cfg.schedule.fade_kimg = 300.0

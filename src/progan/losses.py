@@ -32,6 +32,11 @@ from progan.config import LossConfig
 DiscriminatorFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
 
 
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """Upcast half/bfloat16 scores for the loss arithmetic; float32/float64 stay as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def gradient_penalty(
     discriminator: DiscriminatorFn,
     reals: torch.Tensor,
@@ -49,7 +54,7 @@ def gradient_penalty(
     mixed = torch.lerp(reals.detach(), fakes.detach(), u).requires_grad_(True)
     scores, _ = discriminator(mixed)
     (grad,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
-    norms = grad.float().flatten(1).norm(dim=1)
+    norms = _at_least_fp32(grad).flatten(1).norm(dim=1)
     return (norms - target).square() / (target * target)
 
 
@@ -66,7 +71,7 @@ def discriminator_loss(
     ``labels``/``fake_labels`` are (N,) int64 class indices when the model is conditional."""
     real_scores, real_logits = discriminator(reals)
     fake_scores, fake_logits = discriminator(fakes.detach())
-    real_scores, fake_scores = real_scores.float(), fake_scores.float()
+    real_scores, fake_scores = _at_least_fp32(real_scores), _at_least_fp32(fake_scores)
     stats: dict[str, torch.Tensor] = {}
     if cfg.name == "wgan-gp":
         loss = fake_scores.mean() - real_scores.mean()
@@ -84,9 +89,9 @@ def discriminator_loss(
     else:
         raise ValueError(f"unknown loss {cfg.name!r}")
     if real_logits is not None and labels is not None and cfg.label_weight > 0:
-        label_loss = F.cross_entropy(real_logits.float(), labels)
+        label_loss = F.cross_entropy(_at_least_fp32(real_logits), labels)
         if fake_logits is not None and fake_labels is not None:
-            label_loss = label_loss + F.cross_entropy(fake_logits.float(), fake_labels)
+            label_loss = label_loss + F.cross_entropy(_at_least_fp32(fake_logits), fake_labels)
         loss = loss + cfg.label_weight * label_loss
         stats["label_loss"] = label_loss.detach()
     stats["real_score"] = real_scores.mean().detach()
@@ -103,7 +108,7 @@ def generator_loss(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """G's loss for one minibatch of fakes (N, C, R, R) (gradients flow into G)."""
     fake_scores, fake_logits = discriminator(fakes)
-    fake_scores = fake_scores.float()
+    fake_scores = _at_least_fp32(fake_scores)
     if cfg.name == "wgan-gp":
         loss = -fake_scores.mean()
     elif cfg.name == "lsgan":
@@ -114,7 +119,7 @@ def generator_loss(
         raise ValueError(f"unknown loss {cfg.name!r}")
     stats: dict[str, torch.Tensor] = {}
     if fake_logits is not None and fake_labels is not None and cfg.label_weight > 0:
-        label_loss = F.cross_entropy(fake_logits.float(), fake_labels)
+        label_loss = F.cross_entropy(_at_least_fp32(fake_logits), fake_labels)
         loss = loss + cfg.label_weight * label_loss
         stats["label_loss"] = label_loss.detach()
     stats["loss"] = loss.detach()

@@ -120,7 +120,8 @@ class MinibatchStdDev(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
         g = effective_group_size(n, self.group_size)
-        y = x.float().reshape(g, n // g, c, h, w)
+        y = x if x.dtype == torch.float64 else x.float()  # statistics in >= fp32
+        y = y.reshape(g, n // g, c, h, w)
         y = y - y.mean(dim=0, keepdim=True)
         y = torch.sqrt(y.square().mean(dim=0) + self.eps)  # (M, C, H, W)
         y = y.mean(dim=(1, 2, 3))  # (M,)

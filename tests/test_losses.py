@@ -1,0 +1,122 @@
+"""Losses against closed forms."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from progan.config import LossConfig
+from progan.losses import discriminator_loss, generator_loss, gradient_penalty
+
+
+class LinearD:
+    """D(x) = <w, x>: its input gradient is w everywhere, so ||grad|| = ||w|| exactly."""
+
+    def __init__(self, w: torch.Tensor):
+        self.w = w
+
+    def __call__(self, x):
+        return (x * self.w).flatten(1).sum(1), None
+
+
+class QuadraticD:
+    """D(x) = 0.5 * ||x||^2: grad = x."""
+
+    def __call__(self, x):
+        return 0.5 * x.flatten(1).square().sum(1), None
+
+
+def test_gradient_penalty_linear_discriminator():
+    w = torch.randn(1, 3, 4, 4, dtype=torch.float64)
+    reals = torch.randn(6, 3, 4, 4, dtype=torch.float64)
+    fakes = torch.randn(6, 3, 4, 4, dtype=torch.float64)
+    gp = gradient_penalty(LinearD(w), reals, fakes, target=1.0)
+    want = (w.norm().item() - 1.0) ** 2
+    torch.testing.assert_close(gp, torch.full((6,), want, dtype=torch.float64))
+    gp750 = gradient_penalty(LinearD(w), reals, fakes, target=750.0)
+    torch.testing.assert_close(gp750.mean().item(), (w.norm().item() - 750.0) ** 2 / 750.0**2)
+
+
+def test_gradient_penalty_uses_per_sample_interpolation():
+    reals = torch.randn(5, 1, 2, 2, dtype=torch.float64)
+    fakes = torch.randn(5, 1, 2, 2, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(3)
+    gp = gradient_penalty(QuadraticD(), reals, fakes, generator=gen)
+    u = torch.rand(5, 1, 1, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    x_hat = reals + u * (fakes - reals)
+    want = (x_hat.flatten(1).norm(dim=1) - 1.0) ** 2
+    torch.testing.assert_close(gp, want)
+
+
+def test_wgan_gp_loss_formula():
+    w = torch.randn(1, 1, 2, 2, dtype=torch.float64)
+    D = LinearD(w)
+    reals = torch.randn(4, 1, 2, 2, dtype=torch.float64)
+    fakes = torch.randn(4, 1, 2, 2, dtype=torch.float64)
+    cfg = LossConfig()
+    loss, stats = discriminator_loss(cfg, D, reals, fakes)
+    r, f = D(reals)[0], D(fakes)[0]
+    want = f.mean() - r.mean() + 10.0 * (w.norm() - 1) ** 2 + 0.001 * r.square().mean()
+    torch.testing.assert_close(loss, want)
+    torch.testing.assert_close(stats["wasserstein"], r.mean() - f.mean())
+    g_loss, _ = generator_loss(cfg, D, fakes)
+    torch.testing.assert_close(g_loss, -f.mean())
+
+
+def test_lsgan_and_logistic_formulas():
+    D = LinearD(torch.randn(1, 1, 2, 2, dtype=torch.float64))
+    reals = torch.randn(4, 1, 2, 2, dtype=torch.float64)
+    fakes = torch.randn(4, 1, 2, 2, dtype=torch.float64)
+    r, f = D(reals)[0], D(fakes)[0]
+    loss, _ = discriminator_loss(LossConfig(name="lsgan"), D, reals, fakes)
+    torch.testing.assert_close(loss, ((r - 1) ** 2).mean() + (f**2).mean())
+    g, _ = generator_loss(LossConfig(name="lsgan"), D, fakes)
+    torch.testing.assert_close(g, ((f - 1) ** 2).mean())
+    loss, _ = discriminator_loss(LossConfig(name="logistic"), D, reals, fakes)
+    want = torch.log1p(torch.exp(f)).mean() + torch.log1p(torch.exp(-r)).mean()
+    torch.testing.assert_close(loss, want)
+    g, _ = generator_loss(LossConfig(name="logistic"), D, fakes)
+    torch.testing.assert_close(g, torch.log1p(torch.exp(-f)).mean())
+
+
+@pytest.mark.parametrize("name", ["wgan-gp", "lsgan", "logistic"])
+def test_losses_are_averaged_not_summed(name):
+    D = LinearD(torch.randn(1, 1, 2, 2, dtype=torch.float64))
+    reals = torch.randn(4, 1, 2, 2, dtype=torch.float64)
+    fakes = torch.randn(4, 1, 2, 2, dtype=torch.float64)
+    cfg = LossConfig(name=name)
+    one, _ = discriminator_loss(cfg, D, reals, fakes)
+    two, _ = discriminator_loss(cfg, D, reals.repeat(2, 1, 1, 1), fakes.repeat(2, 1, 1, 1))
+    torch.testing.assert_close(one, two)
+
+
+def test_auxiliary_classifier_term():
+    logits_real = torch.randn(4, 3, dtype=torch.float64)
+    logits_fake = torch.randn(4, 3, dtype=torch.float64)
+    labels, fake_labels = torch.tensor([0, 1, 2, 1]), torch.tensor([2, 2, 0, 1])
+
+    def D(x):
+        table = logits_real if x[0, 0, 0, 0] > 0 else logits_fake
+        return x.flatten(1).sum(1) * 0, table
+
+    reals = torch.ones(4, 1, 2, 2, dtype=torch.float64)
+    fakes = -torch.ones(4, 1, 2, 2, dtype=torch.float64)
+    cfg = LossConfig(name="lsgan", label_weight=1.0)
+    loss, stats = discriminator_loss(cfg, D, reals, fakes, labels, fake_labels)
+    ce = F.cross_entropy(logits_real, labels) + F.cross_entropy(logits_fake, fake_labels)
+    torch.testing.assert_close(loss, torch.tensor(1.0, dtype=torch.float64) + ce)
+    g, _ = generator_loss(cfg, D, fakes, fake_labels)
+    torch.testing.assert_close(g, torch.tensor(1.0, dtype=torch.float64)
+                               + F.cross_entropy(logits_fake, fake_labels))
+
+
+def test_penalty_gradient_reaches_discriminator_weights():
+    w = torch.randn(1, 1, 2, 2, dtype=torch.float64, requires_grad=True)
+    reals = torch.randn(3, 1, 2, 2, dtype=torch.float64)
+    fakes = torch.randn(3, 1, 2, 2, dtype=torch.float64)
+    gradient_penalty(LinearD(w), reals, fakes).mean().backward()
+    # d/dw (||w|| - 1)^2 = 2 (||w|| - 1) w / ||w||
+    n = w.detach().norm()
+    torch.testing.assert_close(w.grad, 2 * (n - 1) * w.detach() / n)
+    assert math.isfinite(w.grad.sum().item())
