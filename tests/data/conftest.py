@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -41,3 +42,29 @@ def make_dataset():
     """``make_dataset(dest, count=10, resolution=8, channels=3, labels=True)`` writes a random
     dataset and returns ``(images uint8 (N, C, R, R), labels int64 (N,) or None)``."""
     return _make_dataset
+
+
+@pytest.fixture
+def cifar_files() -> dict[str, bytes]:
+    """The CIFAR-10 python layout (file name -> bytes) with 4 images per batch and 5 classes,
+    pickled with protocol 2 like the original files."""
+    n = 4
+    rng = np.random.default_rng(0)
+    files = {}
+    for b in range(1, 6):
+        batch = {
+            b"batch_label": f"training batch {b} of 5".encode(),
+            b"labels": [int(x) for x in rng.integers(0, 5, n)],
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            b"filenames": [f"img_{b}_{i}.png".encode() for i in range(n)],
+        }
+        files[f"data_batch_{b}"] = pickle.dumps(batch, protocol=2)
+    files["batches.meta"] = pickle.dumps(
+        {
+            b"label_names": [s.encode() for s in ("airplane", "automobile", "bird", "cat", "deer")],
+            b"num_vis": 3072,
+        },
+        protocol=2,
+    )
+    files["test_batch"] = files["data_batch_1"]
+    return files

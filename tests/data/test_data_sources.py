@@ -23,7 +23,7 @@ from progan.data.sources import (
 )
 from progan.errors import DatasetError
 
-CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer"]
+CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer"]  # see conftest.cifar_files
 
 
 # -- MNIST ------------------------------------------------------------------------------------
@@ -62,38 +62,19 @@ def test_mnist_uncompressed_file_path_and_bad_header(tmp_path, shared_data):
 # -- CIFAR-10 -----------------------------------------------------------------------------------
 
 
-def _cifar_batches(n: int = 4) -> dict[str, bytes]:
-    """The CIFAR-10 python layout with ``n`` images per batch (pickled with protocol 2)."""
-    rng = np.random.default_rng(0)
-    files = {}
-    for b in range(1, 6):
-        batch = {
-            b"batch_label": f"training batch {b} of 5".encode(),
-            b"labels": [int(x) for x in rng.integers(0, 5, n)],
-            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-            b"filenames": [f"img_{b}_{i}.png".encode() for i in range(n)],
-        }
-        files[f"data_batch_{b}"] = pickle.dumps(batch, protocol=2)
-    files["batches.meta"] = pickle.dumps(
-        {b"label_names": [s.encode() for s in CIFAR_NAMES], b"num_vis": 3072}, protocol=2
-    )
-    files["test_batch"] = files["data_batch_1"]
-    return files
-
-
 @pytest.fixture
-def cifar_tar(tmp_path) -> Path:
+def cifar_tar(tmp_path, cifar_files) -> Path:
     path = tmp_path / "cifar-10-python.tar.gz"
     with tarfile.open(path, "w:gz") as tf:
-        for name, data in _cifar_batches().items():
+        for name, data in cifar_files.items():
             info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
     return path
 
 
-def test_cifar_archive_and_folder_give_same_images(tmp_path, cifar_tar):
-    files = _cifar_batches()
+def test_cifar_archive_and_folder_give_same_images(tmp_path, cifar_tar, cifar_files):
+    files = cifar_files
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
     for name, data in files.items():
@@ -116,24 +97,24 @@ def test_cifar_archive_and_folder_give_same_images(tmp_path, cifar_tar):
     assert img[0, 1, 0] == row[1] and img[1, 0, 1] == row[1024 + 32] and img[31, 31, 2] == row[-1]
 
 
-def test_cifar_restricted_unpickler_rejects_code(tmp_path):
+def test_cifar_restricted_unpickler_rejects_code(tmp_path, cifar_files):
     class Evil:
         def __reduce__(self):
             return (os.system, ("echo owned",))
 
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
-    for name, data in _cifar_batches().items():
+    for name, data in cifar_files.items():
         (folder / name).write_bytes(data)
     (folder / "data_batch_3").write_bytes(pickle.dumps({b"data": Evil()}, protocol=2))
     with pytest.raises(DatasetError, match=r"data_batch_3: .*forbidden global"):
         Cifar10Source(folder)
 
 
-def test_cifar_missing_batch(tmp_path):
+def test_cifar_missing_batch(tmp_path, cifar_files):
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
-    (folder / "data_batch_1").write_bytes(_cifar_batches()["data_batch_1"])
+    (folder / "data_batch_1").write_bytes(cifar_files["data_batch_1"])
     with pytest.raises(DatasetError, match="data_batch_2"):
         Cifar10Source(folder)
 

@@ -1,0 +1,185 @@
+"""create_dataset / dataset_info on real photos, MNIST, broken files and edge cases."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from progan.data.commands import add_commands
+from progan.data.create import create_dataset, dataset_info
+from progan.data.dataset import ImageDataset
+from progan.errors import DatasetError
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_real_photos_center_crop(tmp_path, shared_data):
+    dest = tmp_path / "photos.zip"
+    summary = create_dataset(shared_data / "photos", dest, 64, progress=False)
+    assert summary.count == 5 and summary.resolution == 64 and summary.channels == 3
+    ds = ImageDataset(dest)
+    assert len(ds) == 5 and ds.labels is None
+    # chelsea.png (451x300) is 2nd in sorted order: its central 300x300 square, Lanczos to 64
+    src = np.asarray(Image.open(shared_data / "photos" / "chelsea.png").convert("RGB"))
+    left = (451 - 300) // 2
+    expect = Image.fromarray(src[:, left : left + 300]).resize((64, 64), Image.Resampling.LANCZOS)
+    np.testing.assert_array_equal(ds[1][0], np.asarray(expect).transpose(2, 0, 1))
+
+
+def test_default_resolution_from_first_image_and_too_small(tmp_path, shared_data):
+    dest = tmp_path / "p.zip"
+    # astronaut.png (512x512) comes first: resolution 512, so chelsea (451x300) is too small
+    with pytest.raises(DatasetError, match=r"chelsea\.png: image is 451x300.*512") as info:
+        create_dataset(shared_data / "photos", dest, progress=False)
+    assert "--skip-bad" in str(info.value)
+    assert not dest.exists() and _leftovers(tmp_path) == []
+    summary = create_dataset(shared_data / "photos", dest, skip_bad=True, progress=False)
+    assert summary.count == 1 and summary.resolution == 512 and len(summary.skipped) == 4
+    # pad uses the long side: every photo is >= 512 on its long side except chelsea (451)
+    summary = create_dataset(
+        shared_data / "photos", tmp_path / "pad.zip", 512, transform="pad", skip_bad=True,
+        progress=False,
+    )  # fmt: skip
+    assert summary.count == 4 and [s[0] for s in summary.skipped] == ["chelsea.png"]
+
+
+@pytest.fixture
+def broken_folder(rgb_folder: Path) -> Path:
+    (rgb_folder / "a_empty.png").write_bytes(b"")
+    (rgb_folder / "b_text.png").write_text("hello, I am not a PNG")
+    good = (rgb_folder / "img0.png").read_bytes()
+    (rgb_folder / "sub" / "c_truncated.png").write_bytes(good[: len(good) // 2])
+    return rgb_folder
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [("a_empty.png", "empty file"), ("b_text.png", "not a readable image")],
+)
+def test_bad_files_named_in_error(tmp_path, broken_folder, name, reason):
+    for other in ("a_empty.png", "b_text.png"):
+        if other != name:
+            (broken_folder / other).unlink()
+    with pytest.raises(DatasetError, match=rf"{name}: {reason}"):
+        create_dataset(broken_folder, tmp_path / "out.zip", 32, progress=False)
+    assert not (tmp_path / "out.zip").exists()
+
+
+def test_truncated_file_named_in_error(tmp_path, broken_folder):
+    (broken_folder / "a_empty.png").unlink()
+    (broken_folder / "b_text.png").unlink()
+    with pytest.raises(DatasetError, match=r"sub/c_truncated\.png: truncated or corrupt"):
+        create_dataset(broken_folder, tmp_path / "out", 32, progress=False)
+    assert _leftovers(tmp_path) == ["rgb"]  # no half-written folder or temp file
+
+
+def test_skip_bad_counts_and_lists(tmp_path, broken_folder):
+    summary = create_dataset(broken_folder, tmp_path / "out.zip", 32, skip_bad=True, progress=False)
+    assert summary.count == 6
+    assert sorted(n for n, _ in summary.skipped) == [
+        "a_empty.png", "b_text.png", "sub/c_truncated.png",
+    ]  # fmt: skip
+    assert "Skipped 3 bad image(s)" in str(summary)
+    assert len(ImageDataset(tmp_path / "out.zip")) == 6
+
+
+def test_empty_and_all_bad_sources(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no images found"):
+        create_dataset(tmp_path / "empty", tmp_path / "out.zip", progress=False)
+    (tmp_path / "empty" / "x.png").write_bytes(b"")
+    with pytest.raises(DatasetError, match=r"all 1 image\(s\).*were bad"):
+        create_dataset(tmp_path / "empty", tmp_path / "out.zip", skip_bad=True, progress=False)
+    assert _leftovers(tmp_path) == ["empty"]
+
+
+def test_mixed_channels_error_or_convert(tmp_path, rgb_folder):
+    gray = np.arange(40 * 48, dtype=np.uint32).reshape(40, 48) % 256
+    Image.fromarray(gray.astype(np.uint8), "L").save(rgb_folder / "sub" / "gray.png")
+    with pytest.raises(DatasetError, match=r"sub/gray\.png has 1 channel\(s\).*--channels"):
+        create_dataset(rgb_folder, tmp_path / "o.zip", 32, progress=False)
+    summary = create_dataset(rgb_folder, tmp_path / "o.zip", 32, channels=3, progress=False)
+    assert summary.count == 7 and summary.channels == 3
+    summary = create_dataset(rgb_folder, tmp_path / "g.zip", 32, channels=1, progress=False)
+    ds = ImageDataset(tmp_path / "g.zip")
+    assert ds.channels == 1 and ds[0][0].shape == (1, 32, 32)
+
+
+def test_grayscale_source_stays_grayscale_and_max_images(tmp_path, shared_data):
+    summary = create_dataset(shared_data / "mnist-5k", tmp_path / "m.zip", max_images=30,
+                             progress=False)  # fmt: skip
+    assert (summary.count, summary.resolution, summary.channels) == (30, 32, 1)
+    info = dataset_info(tmp_path / "m.zip")
+    assert info["count"] == 30 and info["num_classes"] == 1  # the first 30 are all zeros
+    assert info["class_counts"] == {"0": 30}
+
+
+def test_mnist_dataset_and_info(tmp_path, shared_data):
+    dest = tmp_path / "mnist"
+    summary = create_dataset(shared_data / "mnist-5k", dest, progress=False)
+    assert summary.count == 5000 and summary.num_classes == 10
+    ds = ImageDataset(dest)
+    np.testing.assert_array_equal(ds.labels, np.repeat(np.arange(10), 500))
+    mean = np.mean([ds[i][0].mean() for i in range(0, 5000, 50)])
+    assert 20 < mean < 32  # ~25.6: MNIST's 33.5 over 28x28, diluted by the zero padding
+    info = dataset_info(dest)
+    assert info["resolution"] == 32 and info["channels"] == 1 and info["labeled"]
+    assert info["class_counts"] == {str(i): 500 for i in range(10)}
+    assert info["size_bytes"] > 100_000 and info["source"].startswith("mnist:")
+
+
+def test_cifar_class_names_recorded(tmp_path, cifar_files):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name, data in cifar_files.items():
+        (folder / name).write_bytes(data)
+    create_dataset(folder, tmp_path / "c.zip", progress=False)
+    ds = ImageDataset(tmp_path / "c.zip")
+    assert (len(ds), ds.resolution, ds.channels, ds.num_classes) == (20, 32, 3, 5)
+    assert ds.class_names == ["airplane", "automobile", "bird", "cat", "deer"]
+    assert set(dataset_info(tmp_path / "c.zip")["class_counts"]) == set(ds.class_names)
+
+
+def test_bad_options(tmp_path, rgb_folder):
+    with pytest.raises(DatasetError, match="power of two"):
+        create_dataset(rgb_folder, tmp_path / "o.zip", 24, progress=False)
+    with pytest.raises(DatasetError, match="unknown transform"):
+        create_dataset(rgb_folder, tmp_path / "o.zip", transform="zoom", progress=False)
+    assert _leftovers(tmp_path) == ["rgb"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="progan")
+    sub = parser.add_subparsers(dest="command", required=True)
+    dataset = sub.add_parser("dataset")
+    add_commands(dataset.add_subparsers(dest="dataset_command", required=True))
+    return parser
+
+
+def test_commands_create_and_info(tmp_path, rgb_folder, capsys):
+    parser = _parser()
+    dest = tmp_path / "cli.zip"
+    args = parser.parse_args(
+        ["dataset", "create", str(rgb_folder), str(dest), "--resolution", "16",
+         "--transform", "resize", "--max-images", "4", "--no-progress"]
+    )  # fmt: skip
+    assert args.func(args) == 0
+    assert "Wrote 4 images of 16x16x3" in capsys.readouterr().out
+    args = parser.parse_args(["dataset", "info", str(dest), "--json"])
+    assert args.func(args) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["count"] == 4 and info["resolution"] == 16 and info["transform"] == "resize"
+    args = parser.parse_args(["dataset", "info", str(dest)])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "images:      4" in out and "labels:      none" in out
+    args = parser.parse_args(["dataset", "info", str(tmp_path / "missing.zip")])
+    with pytest.raises(DatasetError, match="not found"):
+        args.func(args)
