@@ -1,0 +1,94 @@
+"""``progan metrics``: evaluate a checkpoint against a dataset, or two datasets.
+
+    progan metrics CHECKPOINT --data DEST --metrics swd,ms-ssim,fid,is [--num N] [--json out.json]
+    progan metrics --data A --against B --metrics swd,fid
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from progan.errors import ConfigError
+
+__all__ = ["add_command", "format_table", "run"]
+
+
+def add_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the ``metrics`` sub-command (its ``func`` is ``run``)."""
+    p = subparsers.add_parser(
+        "metrics",
+        help="compute SWD, MS-SSIM, FID and Inception Score",
+        description="Evaluate a generator checkpoint against a dataset (or a dataset against "
+        "another with --against). Prints a table; --json writes the numbers.",
+    )
+    p.add_argument("checkpoint", nargs="?", help=".safetensors snapshot or run folder")
+    p.add_argument("--data", required=True, help="reference (real) dataset: zip or folder")
+    p.add_argument("--against", help="second dataset evaluated instead of a checkpoint")
+    p.add_argument("--metrics", default="swd,ms-ssim,fid,is", help="comma-separated list")
+    p.add_argument("--num", type=int, help="images per metric (default: each metric's own)")
+    p.add_argument("--json", help="write the results to this JSON file")
+    p.add_argument("--device", help="torch device (default: cuda when available)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--inception", help="path of pt_inception-2015-12-05-6726825d.pth")
+    p.add_argument("--cache-dir", help="folder for cached dataset statistics")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    p.add_argument("--fid-method", choices=["eigh", "sqrtm"], default="eigh")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+    return p
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """Human-readable lines: one per metric value."""
+    lines = []
+    for name, value in results.items():
+        if name in ("num_images", "seconds", "device"):
+            continue
+        n = results.get("num_images", {}).get(name, "")
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                lines.append(f"{name + ' ' + sub:<16} {v:12.4f}   ({n} images)")
+        else:
+            lines.append(f"{name:<16} {value:12.4f}   ({n} images)")
+    lines.append(f"{'seconds':<16} {results['seconds']:12.1f}   on {results['device']}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``progan metrics``; returns the exit status."""
+    import torch
+
+    from progan.fileio import atomic_write_json
+    from progan.metrics.api import evaluate
+    from progan.metrics.sources import DatasetSource, GeneratorSource
+
+    if (args.checkpoint is None) == (args.against is None):
+        raise ConfigError("give either a CHECKPOINT or --against DATASET (not both)")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    real = DatasetSource(args.data, seed=args.seed)
+    if args.against is not None:
+        fake = DatasetSource(args.against, seed=args.seed + 1)
+    else:
+        fake = GeneratorSource(args.checkpoint, device=device)
+    results = evaluate(
+        args.metrics,
+        fake,
+        real,
+        args.num,
+        device=device,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        inception_path=args.inception,
+        cache_dir=args.cache_dir,
+        use_cache=not args.no_cache,
+        fid_method=args.fid_method,
+        progress=not args.quiet,
+    )
+    results["fake"] = fake.name
+    results["real"] = real.name
+    print(format_table({k: v for k, v in results.items() if k not in ("fake", "real")}))
+    if args.json:
+        atomic_write_json(args.json, results)
+    return 0
