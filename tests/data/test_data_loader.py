@@ -138,3 +138,13 @@ def test_bad_arguments(dataset):
         RealImageStream(dataset, cache="gpu")
     with pytest.raises(ConfigError):
         RealImageStream(dataset, num_workers=0).next(0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_streams_match_cpu(dataset):
+    ref = _take(RealImageStream(dataset, seed=9, mirror=True, num_workers=0), [10, 30])
+    for kwargs in ({"num_workers": 2}, {"cache": "cpu"}, {"cache": "device"}):
+        with RealImageStream(dataset, "cuda", seed=9, mirror=True, **kwargs) as s:
+            got = _take(s, [10, 30])
+        assert got[0].device.type == "cuda" and got[1].device.type == "cuda"
+        assert torch.equal(got[0].cpu(), ref[0]) and torch.equal(got[1].cpu(), ref[1])

@@ -77,12 +77,15 @@ def decode_image(data: bytes | Path | str, name: str) -> Image.Image:
     EXIF orientation is applied. Raises :class:`BadImageError` naming ``name`` for empty,
     truncated, non-image or oversized files.
     """
-    if isinstance(data, bytes | bytearray) and len(data) == 0:
-        raise BadImageError(name, "empty file (0 bytes)")
-    if isinstance(data, Path | str) and Path(data).stat().st_size == 0:
+    if isinstance(data, Path | str):
+        try:
+            data = Path(data).read_bytes()
+        except OSError as e:
+            raise BadImageError(name, f"cannot read the file ({e.strerror or e})") from None
+    if len(data) == 0:
         raise BadImageError(name, "empty file (0 bytes)")
     try:
-        source = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
+        source = io.BytesIO(data)
         with Image.open(source) as img:
             img.load()
             out = ImageOps.exif_transpose(img)
