@@ -164,6 +164,8 @@ class _CifarUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):  # type: ignore[override]
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"forbidden global {module}.{name} in CIFAR batch")
+        if module.startswith("numpy.core.") and hasattr(np, "_core"):
+            module = "numpy._core." + module[len("numpy.core.") :]  # numpy 2: no deprecation
         return super().find_class(module, name)
 
 
