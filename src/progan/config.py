@@ -127,6 +127,9 @@ class TrainConfig:
     adam_betas: tuple[float, float] = (0.0, 0.99)
     adam_eps: float = 1e-8
     ema_beta: float = 0.999  # per-step decay of the generator's moving average (0 = off)
+    # Optional warm-up (not in the paper): the EMA's half-life, in images, is capped at
+    # ema_rampup * images shown so far, so short runs are not dominated by the initial weights.
+    ema_rampup: float | None = None
     seed: int = 0
     mirror: bool = False  # random horizontal flips of real images
     device: str = "auto"  # "auto" = CUDA when present, else CPU
@@ -195,6 +198,7 @@ def preset(name: str, resolution: int = 1024, channels: int = 3, label_size: int
         cfg.snapshot_ticks = 2
         cfg.grid_size = 16
         cfg.num_workers = 0
+        cfg.ema_rampup = 0.1
     return cfg
 
 

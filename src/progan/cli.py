@@ -1,0 +1,176 @@
+"""The ``progan`` command: a thin argparse layer over the Python API.
+
+Sub-commands: ``dataset create|info|align-faces``, ``train``, ``generate``, ``metrics``,
+``video``, ``timelapse``, ``grid``, ``neighbors``. Each one parses its options, calls one API
+function and prints the result. A :class:`progan.errors.ProganError` is printed as
+``Error: ...`` with exit status 2; Ctrl-C exits with status 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from progan.config import LOSSES, PRESETS, to_dict
+from progan.errors import ProganError
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a progressive GAN (or resume a run)",
+                       description="Train a progressive GAN on a prepared dataset.")
+    p.add_argument("--data", help="dataset made by `progan dataset create` (zip or folder)")
+    p.add_argument("--outdir", default="runs", help="parent folder of run folders [runs]")
+    p.add_argument("--resolution", type=int, help="target resolution [the dataset's]")
+    p.add_argument("--kimg", type=float, help="total length in kimg (thousands of real images "
+                   "shown to D) [preset's]; on --resume it may extend the run")
+    p.add_argument("--preset", choices=PRESETS, default="paper", help="[paper]")
+    p.add_argument("--loss", choices=LOSSES, help="[wgan-gp]")
+    p.add_argument("--cond", action="store_true", help="label-conditional model (AC-GAN D)")
+    p.add_argument("--mirror", action="store_true", help="random horizontal flips of reals")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-growing", action="store_true",
+                   help="train the full-resolution networks from the start (no progressive growing)")
+    p.add_argument("--phase-kimg", type=float,
+                   help="kimg per stabilization and per fade-in phase [preset's: paper 800]")
+    p.add_argument("--batch", type=int, help="one minibatch size for every resolution")
+    p.add_argument("--lr", type=float, help="one learning rate for every resolution [0.001]")
+    p.add_argument("--tick-kimg", type=float, help="kimg between progress lines [preset's]")
+    p.add_argument("--snapshot-ticks", type=int, help="ticks between snapshots [preset's]")
+    p.add_argument("--metrics", default="", help="comma-separated metrics evaluated at every "
+                   "snapshot, e.g. swd,fid")
+    p.add_argument("--device", default="auto", help="cuda, cpu or auto [auto]")
+    p.add_argument("--workers", type=int, help="data loading worker processes")
+    p.add_argument("--amp", choices=["none", "bf16"], help="mixed precision on CUDA [none]")
+    p.add_argument("--resume", metavar="RUN_OR_CHECKPOINT",
+                   help="continue a run folder (newest good checkpoint) or a state-*.pt file")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from progan.train.loop import configure, train
+
+    if args.resume:
+        run_dir = train(resume=args.resume, total_kimg=args.kimg, progress=not args.no_progress)
+        print(f"Run folder: {run_dir}")
+        return 0
+    if not args.data:
+        raise ProganError("--data is required (or --resume RUN)")
+    overrides: dict = {"seed": args.seed, "mirror": args.mirror, "device": args.device}
+    for flag, key in (("kimg", "kimg"), ("loss", "loss"), ("workers", "num_workers"),
+                      ("amp", "amp"), ("tick_kimg", "tick_kimg"),
+                      ("snapshot_ticks", "snapshot_ticks")):
+        if getattr(args, flag) is not None:
+            overrides[key] = getattr(args, flag)
+    if args.no_growing:
+        overrides["growing"] = False
+    if args.metrics:
+        overrides["metrics"] = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    cfg = configure(args.data, args.outdir, args.preset, args.resolution, args.cond, **overrides)
+    if args.phase_kimg is not None:
+        cfg.schedule.stabilize_kimg = cfg.schedule.fade_kimg = args.phase_kimg
+    if args.batch is not None:
+        cfg.schedule.minibatch, cfg.schedule.minibatch_default = {}, args.batch
+    if args.lr is not None:
+        cfg.schedule.learning_rate, cfg.schedule.learning_rate_default = {}, args.lr
+    cfg.validate()
+    if args.dry_run:
+        print(json.dumps(to_dict(cfg), indent=2))
+        return 0
+    run_dir = train(cfg, progress=not args.no_progress)
+    print(f"Run folder: {run_dir}")
+    return 0
+
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="images from a trained generator",
+                       description="Generate images from a snapshot (.safetensors) or run folder.")
+    p.add_argument("checkpoint", help="snapshot-*.safetensors or a run folder (newest snapshot)")
+    p.add_argument("--seeds", default="0-63", help="e.g. 0-63 or 1,5,9-12 [0-63]")
+    p.add_argument("--grid", help="write one grid PNG here")
+    p.add_argument("--outdir", help="write one PNG per seed into this folder")
+    p.add_argument("--label", type=int, help="class for every image (conditional models)")
+    p.add_argument("--rows-per-label", action="store_true",
+                   help="conditional models: one grid row per class, seeds along the row")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_run_generate)
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from progan.generate import generate_images, load_generator, parse_seeds
+    from progan.tools.grid import save_image_grid, write_png
+    from progan.train.loop import resolve_device
+
+    if not args.grid and not args.outdir:
+        raise ProganError("give --grid FILE.png and/or --outdir DIR")
+    G = load_generator(args.checkpoint, resolve_device(args.device))
+    try:
+        seeds = parse_seeds(args.seeds)
+    except ValueError as exc:
+        raise ProganError(str(exc)) from exc
+    labels = None
+    cols = None
+    if G.label_size:
+        if args.rows_per_label:
+            labels = [c for c in range(G.label_size) for _ in seeds]
+            cols = len(seeds)
+            seeds = seeds * G.label_size
+        else:
+            labels = [args.label or 0] * len(seeds)
+    elif args.label is not None or args.rows_per_label:
+        raise ProganError("this generator is unconditional: --label/--rows-per-label do not apply")
+    images = generate_images(G, seeds, labels)
+    if args.grid:
+        save_image_grid(images, args.grid, cols=cols)
+        print(f"Wrote {args.grid} ({len(seeds)} images)")
+    if args.outdir:
+        out = Path(args.outdir)
+        for i, (seed, img) in enumerate(zip(seeds, images.numpy(), strict=True)):
+            suffix = f"-class{labels[i]}" if labels is not None else ""
+            write_png(np.ascontiguousarray(img.transpose(1, 2, 0)), out / f"seed{seed:06d}{suffix}.png")
+        print(f"Wrote {len(seeds)} images to {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="progan",
+        description="Progressive Growing of GANs (Karras et al., ICLR 2018) in PyTorch.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    dataset = sub.add_parser("dataset", help="prepare and inspect datasets")
+    dataset_sub = dataset.add_subparsers(dest="dataset_command", required=True, metavar="ACTION")
+    from progan.data.commands import add_commands as add_dataset_commands
+
+    add_dataset_commands(dataset_sub)
+    _add_train(sub)
+    _add_generate(sub)
+    from progan.metrics.commands import add_command as add_metrics_command
+    from progan.tools.commands import add_commands as add_tool_commands
+
+    add_metrics_command(sub)
+    add_tool_commands(sub, dataset_sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ProganError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,593 @@
+"""The training loop: one D step and one G step per minibatch, growing by the schedule.
+
+Data flow of a step (all on the training device):
+
+1. ``RealImageStream.next(B)`` gives B dataset images (uint8, target resolution) and labels;
+   :func:`~progan.nn.resample.real_images_for_phase` box-downscales them to the phase's
+   resolution and fades them exactly like G's output.
+2. D step: fresh latents -> G (no grad) -> fakes; the loss (e.g. WGAN-GP + drift) on reals
+   and fakes; Adam step on D.
+3. G step: fresh latents -> G -> D (D frozen) -> loss; Adam step on G; EMA update of G.
+
+Losses stay on the device and are read back every ``loss_log_every`` steps, where they are also
+checked for NaN/Inf. Every tick (``tick_kimg``) a line goes to log.jsonl/TensorBoard; every
+``snapshot_ticks`` ticks a sample grid, a generator snapshot and a full training state are
+written (see :mod:`progan.train.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from progan.config import TrainConfig, from_dict, load_config, preset, save_config, to_dict
+from progan.errors import CheckpointError, ConfigError, ProganError
+from progan.losses import discriminator_loss, generator_loss
+from progan.nn import Discriminator, Generator
+from progan.nn.resample import real_images_for_phase
+from progan.schedule import PhaseState, Schedule
+from progan.train import checkpoint as ckpt
+from progan.train.ema import make_ema_copy, update_ema
+from progan.train.run_dir import RunLock, new_run_dir
+from progan.train.stats import StatsWriter
+
+STATE_FORMAT = "progan-training-state"
+
+
+class TrainingDiverged(ProganError):
+    """Losses became NaN/Inf and retrying from the last good checkpoint did not help."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; anything else as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def configure(
+    data: str | Path,
+    outdir: str | Path = "runs",
+    preset_name: str = "paper",
+    resolution: int | None = None,
+    conditional: bool = False,
+    **overrides: Any,
+) -> TrainConfig:
+    """A validated :class:`TrainConfig` for a dataset: network shape from the dataset
+    (resolution, channels, classes) and a preset; ``overrides`` set top-level fields
+    (``kimg`` sets ``schedule.total_kimg``, ``loss`` the loss name, ``growing``
+    ``schedule.growing``)."""
+    from progan.data.dataset import ImageDataset
+
+    ds = ImageDataset(data)
+    res = resolution or ds.resolution
+    if res > ds.resolution or ds.resolution % res:
+        raise ConfigError(
+            f"--resolution {res} is not available from {data} (its images are "
+            f"{ds.resolution}x{ds.resolution})"
+        )
+    if conditional and not ds.num_classes:
+        raise ConfigError(f"--cond needs a labelled dataset; {data} has no labels")
+    cfg = preset(preset_name, res, ds.channels, ds.num_classes if conditional else 0)
+    cfg.data, cfg.outdir = str(data), str(outdir)
+    kimg = overrides.pop("kimg", None)
+    if kimg is not None:
+        cfg.schedule.total_kimg = float(kimg)
+    loss = overrides.pop("loss", None)
+    if loss is not None:
+        cfg.loss.name = loss
+    growing = overrides.pop("growing", None)
+    if growing is not None:
+        cfg.schedule.growing = bool(growing)
+    for key, value in overrides.items():
+        if not hasattr(cfg, key):
+            raise ConfigError(f"unknown training option {key!r}")
+        setattr(cfg, key, value)
+    cfg.validate()
+    return cfg
+
+
+class Trainer:
+    """Holds the networks, optimizers, EMA, data stream and schedule position of one run."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, progress: bool = True) -> None:
+        from progan.data.dataset import ImageDataset
+
+        cfg.validate()
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.progress = progress
+        self.device = resolve_device(cfg.device)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
+            torch.backends.cudnn.allow_tf32 = cfg.tf32
+            torch.backends.cudnn.benchmark = not cfg.deterministic
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        self.dataset = ImageDataset(cfg.data)
+        self._check_dataset()
+        net = cfg.network
+        torch.manual_seed(cfg.seed)
+        self.G = Generator(net).to(self.device)
+        self.D = Discriminator(net).to(self.device)
+        self.G_ema = make_ema_copy(self.G)
+        if cfg.channels_last and self.device.type == "cuda":
+            for m in (self.G, self.D, self.G_ema):
+                m.to(memory_format=torch.channels_last)
+        self.opt_G = self._adam(self.G)
+        self.opt_D = self._adam(self.D)
+        self.schedule = Schedule(cfg.schedule, net.resolution)
+        self.rng = torch.Generator(self.device).manual_seed(cfg.seed)
+        self.label_table = (
+            torch.as_tensor(self.dataset.labels, dtype=torch.int64, device=self.device)
+            if net.label_size
+            else None
+        )
+        # Position and bookkeeping (all saved in the training state).
+        self.images = 0
+        self.steps = 0
+        self.ticks = 0
+        self.seconds = 0.0  # training time of earlier sessions of this run
+        self.phase_key: tuple[int, bool] | None = None
+        self.nan_retries = 0
+        fixed = torch.Generator().manual_seed(cfg.seed + 12345)
+        self.grid_z = torch.randn(cfg.grid_size, net.latent_size, generator=fixed)
+        self.grid_labels = (
+            torch.arange(cfg.grid_size) % net.label_size if net.label_size else None
+        )
+        self.stream = None
+        self.stop_requested = False
+
+    # ----------------------------------------------------------------------------------------
+    # setup helpers
+
+    def _adam(self, model: torch.nn.Module) -> torch.optim.Adam:
+        kwargs: dict[str, Any] = {}
+        if self.device.type == "cuda":
+            kwargs["fused"] = True
+        return torch.optim.Adam(
+            model.parameters(),
+            lr=self.cfg.schedule.learning_rate_default,
+            betas=self.cfg.adam_betas,
+            eps=self.cfg.adam_eps,
+            **kwargs,
+        )
+
+    def _check_dataset(self) -> None:
+        net, ds = self.cfg.network, self.dataset
+        if ds.channels != net.channels:
+            raise ConfigError(
+                f"{ds.path}: dataset has {ds.channels} channels but the network expects "
+                f"{net.channels}"
+            )
+        if ds.resolution < net.resolution or ds.resolution % net.resolution:
+            raise ConfigError(
+                f"{ds.path}: {ds.resolution}x{ds.resolution} images cannot train a "
+                f"{net.resolution}x{net.resolution} network"
+            )
+        if net.label_size and ds.num_classes != net.label_size:
+            raise ConfigError(
+                f"{ds.path}: dataset has {ds.num_classes} classes, network expects "
+                f"{net.label_size}"
+            )
+
+    def _data_cache_mode(self) -> str:
+        mode = self.cfg.data_cache
+        if mode != "auto":
+            return mode
+        ds = self.dataset
+        nbytes = len(ds) * ds.channels * ds.resolution**2
+        if self.device.type == "cuda" and nbytes <= 2 * 2**30:
+            return "device"
+        return "cpu" if nbytes <= 2**30 else "none"
+
+    def _open_stream(self) -> None:
+        from progan.data.loader import RealImageStream
+
+        if self.stream is not None:
+            self.stream.close()
+        self.stream = RealImageStream(
+            self.dataset,
+            self.device,
+            seed=self.cfg.seed,
+            start=self.data_position,
+            mirror=self.cfg.mirror,
+            num_workers=self.cfg.num_workers,
+            cache=self._data_cache_mode(),
+        )
+
+    @property
+    def data_position(self) -> int:
+        return self.stream.position if self.stream is not None else self._data_position
+
+    _data_position = 0
+
+    # ----------------------------------------------------------------------------------------
+    # one training step
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.cfg.amp == "bf16" and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _latents(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        z = torch.randn(n, self.cfg.network.latent_size, device=self.device, generator=self.rng)
+        labels = None
+        if self.label_table is not None:
+            idx = torch.randint(
+                len(self.label_table), (n,), device=self.device, generator=self.rng
+            )
+            labels = self.label_table[idx]
+        return z, labels
+
+    def train_step(self, st: PhaseState) -> dict[str, torch.Tensor]:
+        """One D step and one G step on a fresh minibatch; returns detached device scalars."""
+        cfg, G, D = self.cfg, self.G, self.D
+        depth, alpha = st.depth, st.alpha
+        reals_u8, labels = self.stream.next(st.batch_size)
+        reals = real_images_for_phase(reals_u8, st.resolution, alpha)
+        if cfg.channels_last and self.device.type == "cuda":
+            reals = reals.contiguous(memory_format=torch.channels_last)
+        if not cfg.network.label_size:
+            labels = None
+
+        def d_fn(x: torch.Tensor):
+            return D(x, depth, alpha)
+
+        # D step
+        z, fake_labels = self._latents(st.batch_size)
+        with self._autocast():
+            with torch.no_grad():
+                fakes = G(z, fake_labels, depth, alpha)
+            d_loss, d_stats = discriminator_loss(
+                cfg.loss, d_fn, reals, fakes, labels, fake_labels, generator=self.rng
+            )
+        self.opt_D.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.opt_D.step()
+
+        # G step (D frozen so that no weight gradients are computed for it)
+        z, fake_labels = self._latents(st.batch_size)
+        D.requires_grad_(False)
+        with self._autocast():
+            fakes = G(z, fake_labels, depth, alpha)
+            g_loss, g_stats = generator_loss(cfg.loss, d_fn, fakes, fake_labels)
+        self.opt_G.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.opt_G.step()
+        D.requires_grad_(True)
+        update_ema(self.G_ema, G, self.ema_beta(st.batch_size))
+
+        stats = {f"D/{k}": v for k, v in d_stats.items()}
+        stats.update({f"G/{k}": v for k, v in g_stats.items()})
+        return stats
+
+    def ema_beta(self, batch_size: int) -> float:
+        """This step's EMA decay: ``ema_beta``, or less during the optional warm-up."""
+        beta = self.cfg.ema_beta
+        if self.cfg.ema_rampup and 0.0 < beta < 1.0:
+            half_life = batch_size * math.log(0.5) / math.log(beta)  # in images
+            half_life = min(half_life, max(self.images * self.cfg.ema_rampup, batch_size))
+            beta = 0.5 ** (batch_size / half_life)
+        return beta
+
+    def _enter_phase(self, st: PhaseState) -> None:
+        """Reset Adam when a fade starts or ends (as the official code did) and set the LR."""
+        if self.phase_key is not None and st.phase_key != self.phase_key:
+            if self.cfg.schedule.reset_optimizer:
+                for opt in (self.opt_G, self.opt_D):
+                    opt.state.clear()
+        self.phase_key = st.phase_key
+        for opt in (self.opt_G, self.opt_D):
+            for group in opt.param_groups:
+                group["lr"] = st.learning_rate
+
+    # ----------------------------------------------------------------------------------------
+    # state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: plain tensors and data, no objects."""
+        return {
+            "format": STATE_FORMAT,
+            "version": 1,
+            "config": to_dict(self.cfg),
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict(),
+            "G_ema": self.G_ema.state_dict(),
+            "opt_G": self.opt_G.state_dict(),
+            "opt_D": self.opt_D.state_dict(),
+            "rng": self.rng.get_state(),
+            "images": self.images,
+            "steps": self.steps,
+            "ticks": self.ticks,
+            "seconds": self.seconds,
+            "data_position": self.data_position,
+            "phase_key": list(self.phase_key) if self.phase_key is not None else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], source: str = "checkpoint") -> None:
+        saved = from_dict(TrainConfig, state["config"])
+        if to_dict(saved.network) != to_dict(self.cfg.network):
+            a, b = to_dict(saved.network), to_dict(self.cfg.network)
+            diff = ", ".join(f"{k}: checkpoint {a[k]!r} vs config {b[k]!r}" for k in a if a[k] != b.get(k))
+            raise CheckpointError(f"{source}: checkpoint is from another network configuration ({diff})")
+        try:
+            self.G.load_state_dict(state["G"])
+            self.D.load_state_dict(state["D"])
+            self.G_ema.load_state_dict(state["G_ema"])
+            self.opt_G.load_state_dict(state["opt_G"])
+            self.opt_D.load_state_dict(state["opt_D"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise CheckpointError(f"{source}: weights do not fit this configuration: {exc}") from exc
+        self.rng.set_state(state["rng"])
+        self.images = int(state["images"])
+        self.steps = int(state["steps"])
+        self.ticks = int(state["ticks"])
+        self.seconds = float(state["seconds"])
+        self._data_position = int(state["data_position"])
+        self.phase_key = tuple(state["phase_key"]) if state["phase_key"] is not None else None
+        if self.stream is not None:
+            self._open_stream_at(self._data_position)
+
+    def _open_stream_at(self, position: int) -> None:
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
+        self._data_position = position
+        self._open_stream()
+
+    # ----------------------------------------------------------------------------------------
+    # snapshots
+
+    @torch.no_grad()
+    def sample_grid(self) -> torch.Tensor:
+        """uint8 images of the fixed grid latents from the EMA generator at the current phase."""
+        from progan.generate import to_uint8
+
+        st = self.schedule.at(self.images)
+        out = []
+        for i in range(0, len(self.grid_z), 32):
+            z = self.grid_z[i : i + 32].to(self.device)
+            lab = self.grid_labels[i : i + 32].to(self.device) if self.grid_labels is not None else None
+            out.append(to_uint8(self.G_ema(z, lab, st.depth, st.alpha)).cpu())
+        return torch.cat(out)
+
+    def _all_finite(self) -> bool:
+        params = [p for m in (self.G, self.D, self.G_ema) for p in m.parameters()]
+        return bool(torch.stack([torch.isfinite(p).all() for p in params]).all())
+
+    def write_snapshot(self, stats: StatsWriter | None) -> None:
+        """Sample grid, EMA generator snapshot and full training state for the current kimg."""
+        from progan.tools.grid import make_grid, save_image_grid
+
+        if not self._all_finite():
+            raise TrainingDiverged("weights are not finite; refusing to write a checkpoint")
+        kimg = self.images / 1000.0
+        st = self.schedule.at(self.images)
+        grid = self.sample_grid()
+        save_image_grid(grid, self.run_dir / f"fakes-{kimg:010.3f}.png")
+        if stats is not None:
+            stats.image("fakes", make_grid(grid), kimg)
+        sha = ckpt.save_generator_snapshot(
+            self.run_dir / ckpt.snapshot_name(kimg),
+            self.G_ema.state_dict(),
+            self.cfg.network,
+            st.depth,
+            st.alpha,
+            extra={"kimg": kimg, "images": self.images},
+        )
+        ckpt.write_checkpoint(
+            self.run_dir, kimg, self.images, self.state_dict(), sha, self.cfg.keep_checkpoints
+        )
+
+    # ----------------------------------------------------------------------------------------
+    # the loop
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        def handler(signum: int, frame: Any) -> None:
+            if self.stop_requested:  # second signal: leave at once
+                signal.signal(signum, signal.SIG_DFL)
+                raise KeyboardInterrupt
+            self.stop_requested = True
+            tqdm.write(
+                f"Received {signal.Signals(signum).name}: finishing this step and writing a "
+                "checkpoint (send again to exit at once)."
+            )
+
+        old = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):  # not in the main thread
+                old[sig] = signal.signal(sig, handler)
+        return old
+
+    def run(self, max_ticks: int | None = None) -> None:
+        """Train until ``total_kimg`` (or ``max_ticks`` more ticks, or a stop signal)."""
+        cfg = self.cfg
+        stats_writer = StatsWriter(self.run_dir)
+        stats_writer.truncate_after(self.images / 1000.0)
+        self._open_stream_at(self._data_position)
+        old_handlers = self._install_signal_handlers()
+        total = self.schedule.total_images
+        bar = tqdm(
+            total=total, initial=self.images, unit="kimg", unit_scale=0.001,
+            disable=not self.progress, dynamic_ncols=True, mininterval=1.0,
+        )
+        sums: dict[str, torch.Tensor] = {}
+        count = 0
+        tick_sums: dict[str, float] = {}
+        tick_count = 0
+        tick_start_images = self.images
+        tick_start_time = time.time()
+        session_start = time.time() - self.seconds
+        ticks_this_session = 0
+        first_step = True
+        if self.images == 0:
+            self.write_snapshot(stats_writer)
+            save_image_grid_reals(self, self.run_dir / "reals.png")
+        try:
+            while self.images < total and not self.stop_requested:
+                st = self.schedule.at(self.images)
+                if st.phase_key != self.phase_key or first_step:
+                    self._enter_phase(st)
+                    first_step = False
+                step_stats = self.train_step(st)
+                self.images += st.batch_size
+                self.steps += 1
+                bar.update(st.batch_size)
+                for k, v in step_stats.items():
+                    sums[k] = sums[k] + v if k in sums else v.clone()
+                count += 1
+                tick_done = self.images >= tick_start_images + cfg.tick_kimg * 1000
+                if count >= cfg.loss_log_every or tick_done or self.images >= total:
+                    values = {k: v.item() / count for k, v in sums.items()}
+                    if not all(math.isfinite(v) for v in values.values()):
+                        self._recover_from_nan(values)
+                        sums, count, tick_sums, tick_count = {}, 0, {}, 0
+                        tick_start_images, tick_start_time = self.images, time.time()
+                        bar.n = self.images
+                        continue
+                    for k, v in values.items():
+                        tick_sums[k] = tick_sums.get(k, 0.0) + v * count
+                    tick_count += count
+                    sums, count = {}, 0
+                    bar.set_postfix_str(
+                        f"{st.resolution}px a={st.alpha:.2f} "
+                        + " ".join(f"{k}={v:.3f}" for k, v in values.items() if k.endswith("/loss"))
+                    )
+                if tick_done or self.images >= total or self.stop_requested:
+                    self.ticks += 1
+                    ticks_this_session += 1
+                    now = time.time()
+                    self.seconds = now - session_start
+                    record = self._tick_record(st, tick_sums, tick_count, tick_start_images,
+                                               now - tick_start_time)
+                    maintenance = time.time()
+                    last = self.images >= total or self.stop_requested
+                    stop_now = max_ticks is not None and ticks_this_session >= max_ticks
+                    if self.ticks % cfg.snapshot_ticks == 0 or last or stop_now:
+                        self.write_snapshot(stats_writer)
+                    record["maintenance_sec"] = round(time.time() - maintenance, 3)
+                    stats_writer.write(record)
+                    tick_sums, tick_count = {}, 0
+                    tick_start_images, tick_start_time = self.images, time.time()
+                    if stop_now:
+                        break
+        finally:
+            bar.close()
+            stats_writer.close()
+            if self.stream is not None:
+                self._data_position = self.stream.position
+                self.stream.close()
+                self.stream = None
+            for sig, h in old_handlers.items():
+                signal.signal(sig, h)
+
+    def _tick_record(self, st: PhaseState, sums: dict[str, float], count: int,
+                     start_images: int, seconds: float) -> dict[str, Any]:
+        images = self.images - start_images
+        record: dict[str, Any] = {
+            "kimg": round(self.images / 1000.0, 3),
+            "tick": self.ticks,
+            "phase": st.name,
+            "resolution": st.resolution,
+            "alpha": round(st.alpha, 4),
+            "batch_size": st.batch_size,
+            "learning_rate": st.learning_rate,
+        }
+        record.update({k: v / max(count, 1) for k, v in sums.items()})
+        record["images_per_sec"] = round(images / max(seconds, 1e-9), 2)
+        record["sec_per_tick"] = round(seconds, 3)
+        record["seconds"] = round(self.seconds, 3)
+        if self.device.type == "cuda":
+            record["peak_gpu_mem_gib"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 3)
+        record["time"] = round(time.time(), 3)
+        return record
+
+    def _recover_from_nan(self, values: dict[str, float]) -> None:
+        """Restore the newest good checkpoint and retry with a different random stream;
+        give up after 3 tries with the checkpoints intact."""
+        bad = ", ".join(k for k, v in values.items() if not math.isfinite(v))
+        self.nan_retries += 1
+        if self.nan_retries > 3:
+            raise TrainingDiverged(
+                f"losses became non-finite ({bad}) at {self.images / 1000:.3f} kimg three times; "
+                f"stopped. The last good checkpoint in {self.run_dir} is intact: resume with a "
+                "lower learning rate or a different loss."
+            )
+        entry, state = ckpt.newest_valid_checkpoint(self.run_dir)
+        tqdm.write(
+            f"Non-finite losses ({bad}) at {self.images / 1000:.3f} kimg: restoring the "
+            f"checkpoint at {entry['kimg']:.3f} kimg and retrying with a new random stream "
+            f"(try {self.nan_retries} of 3)."
+        )
+        retries = self.nan_retries
+        self.load_state_dict(state, source=str(self.run_dir / entry["state"]))
+        self.nan_retries = retries
+        self.rng.manual_seed(self.cfg.seed + 1_000_003 * retries)
+
+
+def save_image_grid_reals(trainer: Trainer, path: Path) -> None:
+    """A grid of real training images (target resolution) for comparison with the fakes."""
+    import numpy as np
+
+    from progan.tools.grid import save_image_grid
+
+    n = min(trainer.cfg.grid_size, len(trainer.dataset))
+    images = np.stack([trainer.dataset[i][0] for i in range(n)])
+    save_image_grid(images, path)
+
+
+def _describe(cfg: TrainConfig) -> str:
+    name = Path(cfg.data).name.split(".")[0] or "data"
+    return f"{name}-{cfg.preset}-{cfg.network.resolution}"
+
+
+def train(
+    cfg: TrainConfig | None = None,
+    *,
+    resume: str | Path | None = None,
+    total_kimg: float | None = None,
+    progress: bool = True,
+    max_ticks: int | None = None,
+) -> Path:
+    """Train a new run (``cfg``) or continue one (``resume``: a run folder or a
+    ``state-*.pt`` file). ``total_kimg`` may extend a resumed run. Returns the run folder.
+    """
+    if resume is not None:
+        resume = Path(resume)
+        run_dir = resume if resume.is_dir() else resume.parent
+        cfg = load_config(run_dir / "config.json")
+        if total_kimg is not None:
+            cfg.schedule.total_kimg = float(total_kimg)
+        cfg.validate()
+    else:
+        if cfg is None:
+            raise ConfigError("train() needs a config or resume=")
+        if total_kimg is not None:
+            cfg = replace(cfg, schedule=replace(cfg.schedule, total_kimg=float(total_kimg)))
+        cfg.validate()
+        run_dir = new_run_dir(cfg.outdir, _describe(cfg))
+    with RunLock(run_dir):
+        save_config(cfg, run_dir / "config.json")
+        trainer = Trainer(cfg, run_dir, progress=progress)
+        if resume is not None:
+            if resume.is_dir():
+                entry, state = ckpt.newest_valid_checkpoint(run_dir)
+                source = str(run_dir / entry["state"])
+            else:
+                state, source = ckpt.load_training_state(resume), str(resume)
+            trainer.load_state_dict(state, source=source)
+            if progress:
+                tqdm.write(f"Resuming {run_dir} at {trainer.images / 1000:.3f} kimg from {source}")
+        trainer.run(max_ticks=max_ticks)
+        if trainer.stop_requested:
+            tqdm.write(f"Stopped; checkpoint written. Resume with: progan train --resume {run_dir}")
+    return run_dir
