@@ -1,7 +1,7 @@
 """``progan metrics``: evaluate a checkpoint against a dataset, or two datasets.
 
-    progan metrics CHECKPOINT --data DEST --metrics swd,ms-ssim,fid,is [--num N] [--json out.json]
-    progan metrics --data A --against B --metrics swd,fid
+progan metrics CHECKPOINT --data DEST --metrics swd,ms-ssim,fid,is [--num N] [--json out.json]
+progan metrics --data A --against B --metrics swd,fid
 """
 
 from __future__ import annotations

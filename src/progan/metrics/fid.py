@@ -31,7 +31,7 @@ __all__ = ["FeatureStats", "frechet_distance", "load_stats", "save_stats"]
 
 def _trace_sqrt_product_sqrtm(sigma1: np.ndarray, sigma2: np.ndarray, eps: float) -> float:
     """``tr(sqrtm(S1 @ S2))`` as pytorch-fid (with its eps fallback for singular products)."""
-    covmean, _ = scipy.linalg.sqrtm(sigma1 @ sigma2, disp=False)
+    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
     if not np.isfinite(covmean).all():
         offset = np.eye(sigma1.shape[0]) * eps
         covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
