@@ -2,17 +2,17 @@
 
 A run folder holds:
 
-* ``snapshot-KKKKKK.safetensors``: the EMA generator's weights; its metadata holds the
+* ``snapshot-KKKKKK.KKK.safetensors``: the EMA generator's weights; its metadata holds the
   :class:`~progan.config.NetworkConfig` as JSON and the depth/alpha it was trained to, so it
   loads with no training state and no pickle.
-* ``state-KKKKKK.pt``: the full training state (G, D, EMA, both Adam states, schedule position,
+* ``state-KKKKKK.KKK.pt``: the full training state (G, D, EMA, both Adam states, schedule position,
   data position, RNG states) as plain tensors and numbers, written with ``torch.save`` and read
   with ``torch.load(weights_only=True)``, which refuses any pickled code.
 * ``checkpoints.json``: the manifest, listing every complete checkpoint with its byte size and
   SHA-256. A checkpoint is entered only after its files are fully on disk; loading verifies
   size and hash and falls back to the previous entry when a file is damaged.
 
-KKKKKK is the number of kimg (thousands of real images shown) at the checkpoint.
+KKKKKK.KKK is the number of kimg (thousands of real images shown) at the checkpoint.
 """
 
 from __future__ import annotations
@@ -41,11 +41,13 @@ SNAPSHOT_FORMAT = "progan-generator"
 
 
 def snapshot_name(kimg: float) -> str:
-    return f"snapshot-{int(kimg):06d}.safetensors"
+    """``snapshot-000123.456.safetensors`` for 123,456 images shown (sorts by kimg)."""
+    return f"snapshot-{kimg:010.3f}.safetensors"
 
 
 def state_name(kimg: float) -> str:
-    return f"state-{int(kimg):06d}.pt"
+    """``state-000123.456.pt`` for 123,456 images shown."""
+    return f"state-{kimg:010.3f}.pt"
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,7 +184,7 @@ def write_checkpoint(
     snapshot_sha256: str,
     keep: int,
 ) -> dict[str, Any]:
-    """Write ``state-KKKKKK.pt``, then add it to the manifest, then prune old states.
+    """Write ``state-KKKKKK.KKK.pt``, then add it to the manifest, then prune old states.
 
     The snapshot for the same kimg must already be written. The previous checkpoint stays on
     disk and in the manifest until the new one is complete, so a failure at any point (full
