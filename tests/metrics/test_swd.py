@@ -109,11 +109,11 @@ def test_independent_gaussians_give_analytic_sliced_distance():
     dim = 6
     m1 = torch.tensor([0.0, 1.0, -2.0, 0.5, 0.0, 3.0])
     m2 = torch.tensor([1.0, -1.0, 0.0, 0.5, 2.0, 0.0])
-    a = torch.randn(200000, dim) + m1
-    b = torch.randn(200000, dim) + m2
-    got = swd.sliced_wasserstein(a, b, 512, 128, torch.Generator().manual_seed(3))
-    expected = (_directions(3, dim, 128, 4).T @ (m1 - m2).double()).abs().mean().item()
-    assert got == pytest.approx(expected, rel=0.02)
+    a = torch.randn(40000, dim) + m1
+    b = torch.randn(40000, dim) + m2
+    got = swd.sliced_wasserstein(a, b, 128, 64, torch.Generator().manual_seed(3))
+    expected = (_directions(3, dim, 64, 2).T @ (m1 - m2).double()).abs().mean().item()
+    assert got == pytest.approx(expected, rel=0.03)
 
 
 def test_normalization_is_per_channel_over_all_descriptors():
