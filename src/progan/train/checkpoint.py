@@ -235,10 +235,18 @@ def newest_valid_checkpoint(run_dir: str | Path) -> tuple[dict[str, Any], dict[s
     raise CheckpointError(f"{run_dir}: every checkpoint is damaged:\n  " + "\n  ".join(problems))
 
 
-def newest_snapshot(run_dir: str | Path) -> Path:
-    """Path of the newest generator snapshot in a run folder."""
-    run_dir = Path(run_dir)
-    snaps = sorted(run_dir.glob("snapshot-*.safetensors"))
-    if not snaps:
-        raise CheckpointError(f"{run_dir}: no generator snapshot (snapshot-*.safetensors) found")
-    return snaps[-1]
+def newest_snapshot(path: str | Path) -> Path:
+    """The newest generator snapshot in a run folder, or in the newest run of a folder of
+    runs (the ``--outdir`` of ``progan train``)."""
+    path = Path(path)
+    snaps = sorted(path.glob("snapshot-*.safetensors"))
+    if snaps:
+        return snaps[-1]
+    runs = sorted(p for p in path.iterdir() if p.is_dir() and p.name[:5].isdigit()) if path.is_dir() else []
+    for run in reversed(runs):
+        snaps = sorted(run.glob("snapshot-*.safetensors"))
+        if snaps:
+            return snaps[-1]
+    raise CheckpointError(
+        f"{path}: no generator snapshot (snapshot-*.safetensors) found here or in its run folders"
+    )
