@@ -28,8 +28,11 @@ def test_unknown_option_is_an_error(tmp_path):
 
 @pytest.mark.parametrize(
     "field, value, match",
-    [("resolution", 48, "power of two"), ("resolution", 2048, "power of two"),
-     ("channels", 4, "channels")],
+    [
+        ("resolution", 48, "power of two"),
+        ("resolution", 2048, "power of two"),
+        ("channels", 4, "channels"),
+    ],
 )
 def test_network_validation(field, value, match):
     cfg = TrainConfig()

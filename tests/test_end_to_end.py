@@ -22,8 +22,19 @@ def dataset(tmp_path_factory) -> Path:
     dest = tmp_path_factory.mktemp("data") / "digits16.zip"
     mnist = SHARED_DATA / "mnist-5k"
     source = str(mnist) if mnist.is_dir() else "synthetic:shapes"
-    rc = main(["dataset", "create", source, str(dest), "--resolution", "16",
-               "--max-images", "600", "--no-progress"])
+    rc = main(
+        [
+            "dataset",
+            "create",
+            source,
+            str(dest),
+            "--resolution",
+            "16",
+            "--max-images",
+            "600",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     return dest
 
@@ -33,10 +44,23 @@ def test_train_resume_generate(dataset, tmp_path, capsys):
     assert ds.resolution == 16 and len(ds) == 600
     runs = tmp_path / "runs"
     # Phases of 0.4 kimg: 4x4, fade to 8, 8, fade to 16 (ends at 1.6 kimg), then 16x16.
-    common = ["--preset", "tiny", "--phase-kimg", "0.4", "--tick-kimg", "0.2",
-              "--snapshot-ticks", "2", "--no-progress", "--workers", "0"]
-    assert main(["train", "--data", str(dataset), "--outdir", str(runs), "--kimg", "1.2",
-                 *common]) == 0
+    common = [
+        "--preset",
+        "tiny",
+        "--phase-kimg",
+        "0.4",
+        "--tick-kimg",
+        "0.2",
+        "--snapshot-ticks",
+        "2",
+        "--no-progress",
+        "--workers",
+        "0",
+    ]
+    assert (
+        main(["train", "--data", str(dataset), "--outdir", str(runs), "--kimg", "1.2", *common])
+        == 0
+    )
     (run,) = runs.iterdir()
     config = json.loads((run / "config.json").read_text())
     assert config["network"]["resolution"] == 16 and config["schedule"]["total_kimg"] == 1.2
@@ -59,8 +83,23 @@ def test_train_resume_generate(dataset, tmp_path, capsys):
     # Generate: a grid and one PNG per seed; deterministic per seed.
     grid = tmp_path / "grid.png"
     out = tmp_path / "images"
-    assert main(["generate", str(run), "--seeds", "0-7", "--grid", str(grid),
-                 "--outdir", str(out), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                str(run),
+                "--seeds",
+                "0-7",
+                "--grid",
+                str(grid),
+                "--outdir",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert Image.open(grid).size == (16 * 3, 16 * 3)  # 8 images in a 3x3 grid
     files = sorted(out.glob("*.png"))
     assert len(files) == 8
@@ -75,8 +114,23 @@ def test_train_resume_generate(dataset, tmp_path, capsys):
 
 
 def test_dry_run_prints_resolved_config(dataset, tmp_path, capsys):
-    assert main(["train", "--data", str(dataset), "--outdir", str(tmp_path), "--preset", "small",
-                 "--loss", "lsgan", "--dry-run"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(dataset),
+                "--outdir",
+                str(tmp_path),
+                "--preset",
+                "small",
+                "--loss",
+                "lsgan",
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
     cfg = json.loads(capsys.readouterr().out)
     assert cfg["loss"]["name"] == "lsgan" and cfg["network"]["resolution"] == 16
     assert not any(tmp_path.iterdir())  # nothing written

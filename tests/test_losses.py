@@ -103,12 +103,13 @@ def test_auxiliary_classifier_term():
     reals = torch.ones(4, 1, 2, 2, dtype=torch.float64)
     fakes = -torch.ones(4, 1, 2, 2, dtype=torch.float64)
     cfg = LossConfig(name="lsgan", label_weight=1.0)
-    loss, stats = discriminator_loss(cfg, D, reals, fakes, labels, fake_labels)
+    loss, _stats = discriminator_loss(cfg, D, reals, fakes, labels, fake_labels)
     ce = F.cross_entropy(logits_real, labels) + F.cross_entropy(logits_fake, fake_labels)
     torch.testing.assert_close(loss, torch.tensor(1.0, dtype=torch.float64) + ce)
     g, _ = generator_loss(cfg, D, fakes, fake_labels)
-    torch.testing.assert_close(g, torch.tensor(1.0, dtype=torch.float64)
-                               + F.cross_entropy(logits_fake, fake_labels))
+    torch.testing.assert_close(
+        g, torch.tensor(1.0, dtype=torch.float64) + F.cross_entropy(logits_fake, fake_labels)
+    )
 
 
 def test_penalty_gradient_reaches_discriminator_weights():

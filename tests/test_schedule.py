@@ -1,5 +1,7 @@
 """The growing schedule: phases, fade alpha, per-resolution tables."""
 
+import itertools
+
 import pytest
 
 from progan.config import ScheduleConfig, preset
@@ -44,9 +46,14 @@ def test_segments_cover_the_run():
     s = Schedule(cfg.schedule, 16)
     segs = s.segments()
     assert [(g.resolution, g.fading) for g in segs] == [
-        (4, False), (8, True), (8, False), (16, True), (16, False)]
+        (4, False),
+        (8, True),
+        (8, False),
+        (16, True),
+        (16, False),
+    ]
     assert segs[0].start_kimg == 0 and segs[-1].end_kimg == cfg.schedule.total_kimg
-    assert all(a.end_kimg == b.start_kimg for a, b in zip(segs, segs[1:]))
+    assert all(a.end_kimg == b.start_kimg for a, b in itertools.pairwise(segs))
 
 
 def test_no_growing_trains_full_resolution_throughout():

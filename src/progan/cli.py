@@ -19,33 +19,52 @@ from progan.errors import ProganError
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a progressive GAN (or resume a run)",
-                       description="Train a progressive GAN on a prepared dataset.")
+    p = sub.add_parser(
+        "train",
+        help="train a progressive GAN (or resume a run)",
+        description="Train a progressive GAN on a prepared dataset.",
+    )
     p.add_argument("--data", help="dataset made by `progan dataset create` (zip or folder)")
     p.add_argument("--outdir", default="runs", help="parent folder of run folders [runs]")
     p.add_argument("--resolution", type=int, help="target resolution [the dataset's]")
-    p.add_argument("--kimg", type=float, help="total length in kimg (thousands of real images "
-                   "shown to D) [preset's]; on --resume it may extend the run")
+    p.add_argument(
+        "--kimg",
+        type=float,
+        help="total length in kimg (thousands of real images "
+        "shown to D) [preset's]; on --resume it may extend the run",
+    )
     p.add_argument("--preset", choices=PRESETS, default="paper", help="[paper]")
     p.add_argument("--loss", choices=LOSSES, help="[wgan-gp]")
     p.add_argument("--cond", action="store_true", help="label-conditional model (AC-GAN D)")
     p.add_argument("--mirror", action="store_true", help="random horizontal flips of reals")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-growing", action="store_true",
-                   help="train the full-resolution networks from the start (no progressive growing)")
-    p.add_argument("--phase-kimg", type=float,
-                   help="kimg per stabilization and per fade-in phase [preset's: paper 800]")
+    p.add_argument(
+        "--no-growing",
+        action="store_true",
+        help="train the full-resolution networks from the start (no progressive growing)",
+    )
+    p.add_argument(
+        "--phase-kimg",
+        type=float,
+        help="kimg per stabilization and per fade-in phase [preset's: paper 800]",
+    )
     p.add_argument("--batch", type=int, help="one minibatch size for every resolution")
     p.add_argument("--lr", type=float, help="one learning rate for every resolution [0.001]")
     p.add_argument("--tick-kimg", type=float, help="kimg between progress lines [preset's]")
     p.add_argument("--snapshot-ticks", type=int, help="ticks between snapshots [preset's]")
-    p.add_argument("--metrics", default="", help="comma-separated metrics evaluated at every "
-                   "snapshot, e.g. swd,fid")
+    p.add_argument(
+        "--metrics",
+        default="",
+        help="comma-separated metrics evaluated at every snapshot, e.g. swd,fid",
+    )
     p.add_argument("--device", default="auto", help="cuda, cpu or auto [auto]")
     p.add_argument("--workers", type=int, help="data loading worker processes")
     p.add_argument("--amp", choices=["none", "bf16"], help="mixed precision on CUDA [none]")
-    p.add_argument("--resume", metavar="RUN_OR_CHECKPOINT",
-                   help="continue a run folder (newest good checkpoint) or a state-*.pt file")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_OR_CHECKPOINT",
+        help="continue a run folder (newest good checkpoint) or a state-*.pt file",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_train)
@@ -61,9 +80,14 @@ def _run_train(args: argparse.Namespace) -> int:
     if not args.data:
         raise ProganError("--data is required (or --resume RUN)")
     overrides: dict = {"seed": args.seed, "mirror": args.mirror, "device": args.device}
-    for flag, key in (("kimg", "kimg"), ("loss", "loss"), ("workers", "num_workers"),
-                      ("amp", "amp"), ("tick_kimg", "tick_kimg"),
-                      ("snapshot_ticks", "snapshot_ticks")):
+    for flag, key in (
+        ("kimg", "kimg"),
+        ("loss", "loss"),
+        ("workers", "num_workers"),
+        ("amp", "amp"),
+        ("tick_kimg", "tick_kimg"),
+        ("snapshot_ticks", "snapshot_ticks"),
+    ):
         if getattr(args, flag) is not None:
             overrides[key] = getattr(args, flag)
     if args.no_growing:
@@ -87,15 +111,21 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("generate", help="images from a trained generator",
-                       description="Generate images from a snapshot (.safetensors) or run folder.")
+    p = sub.add_parser(
+        "generate",
+        help="images from a trained generator",
+        description="Generate images from a snapshot (.safetensors) or run folder.",
+    )
     p.add_argument("checkpoint", help="snapshot-*.safetensors or a run folder (newest snapshot)")
     p.add_argument("--seeds", default="0-63", help="e.g. 0-63 or 1,5,9-12 [0-63]")
     p.add_argument("--grid", help="write one grid PNG here")
     p.add_argument("--outdir", help="write one PNG per seed into this folder")
     p.add_argument("--label", type=int, help="class for every image (conditional models)")
-    p.add_argument("--rows-per-label", action="store_true",
-                   help="conditional models: one grid row per class, seeds along the row")
+    p.add_argument(
+        "--rows-per-label",
+        action="store_true",
+        help="conditional models: one grid row per class, seeds along the row",
+    )
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_run_generate)
 
@@ -133,7 +163,9 @@ def _run_generate(args: argparse.Namespace) -> int:
         out = Path(args.outdir)
         for i, (seed, img) in enumerate(zip(seeds, images.numpy(), strict=True)):
             suffix = f"-class{labels[i]}" if labels is not None else ""
-            write_png(np.ascontiguousarray(img.transpose(1, 2, 0)), out / f"seed{seed:06d}{suffix}.png")
+            write_png(
+                np.ascontiguousarray(img.transpose(1, 2, 0)), out / f"seed{seed:06d}{suffix}.png"
+            )
         print(f"Wrote {len(seeds)} images to {out}")
     return 0
 

@@ -45,7 +45,9 @@ class NetworkConfig:
     def validate(self) -> None:
         log2 = math.log2(self.resolution) if self.resolution > 0 else -1
         if log2 != int(log2) or not 8 <= self.resolution <= 1024:
-            raise ConfigError(f"resolution must be a power of two in [8, 1024], got {self.resolution}")
+            raise ConfigError(
+                f"resolution must be a power of two in [8, 1024], got {self.resolution}"
+            )
         if self.channels not in (1, 3):
             raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
         if self.label_size < 0 or self.latent_size < 1:
@@ -79,8 +81,17 @@ class ScheduleConfig:
     start_resolution: int = 4
     # Per-resolution minibatch size and Adam learning rate; keys are resolutions.
     minibatch: dict[int, int] = field(
-        default_factory=lambda: {4: 16, 8: 16, 16: 16, 32: 16, 64: 16, 128: 16, 256: 14, 512: 6,
-                                 1024: 3}
+        default_factory=lambda: {
+            4: 16,
+            8: 16,
+            16: 16,
+            32: 16,
+            64: 16,
+            128: 16,
+            256: 14,
+            512: 6,
+            1024: 3,
+        }
     )
     minibatch_default: int = 16
     learning_rate: dict[int, float] = field(default_factory=dict)
@@ -154,7 +165,9 @@ class TrainConfig:
         if self.preset not in PRESETS:
             raise ConfigError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}")
         if self.data_cache not in ("none", "cpu", "device", "auto"):
-            raise ConfigError(f"data_cache must be none, cpu, device or auto; got {self.data_cache!r}")
+            raise ConfigError(
+                f"data_cache must be none, cpu, device or auto; got {self.data_cache!r}"
+            )
         if self.amp not in ("none", "bf16"):
             raise ConfigError(f"amp must be 'none' or 'bf16', got {self.amp!r}")
         if not 0.0 <= self.ema_beta < 1.0:
@@ -163,7 +176,9 @@ class TrainConfig:
             raise ConfigError("tick_kimg must be > 0; snapshot_ticks and keep_checkpoints >= 1")
 
 
-def preset(name: str, resolution: int = 1024, channels: int = 3, label_size: int = 0) -> TrainConfig:
+def preset(
+    name: str, resolution: int = 1024, channels: int = 3, label_size: int = 0
+) -> TrainConfig:
     """A :class:`TrainConfig` for one of the presets.
 
     * ``paper``: Appendix A.1 as published (CelebA-HQ setup: 800 kimg per phase, minibatch 16
@@ -185,8 +200,17 @@ def preset(name: str, resolution: int = 1024, channels: int = 3, label_size: int
     if name == "small":
         net.fmap_base, net.fmap_max, net.latent_size = 4096, 256, 256
         cfg.schedule.stabilize_kimg = cfg.schedule.fade_kimg = 300.0
-        cfg.schedule.minibatch = {4: 64, 8: 64, 16: 64, 32: 32, 64: 32, 128: 16, 256: 8, 512: 4,
-                                  1024: 2}
+        cfg.schedule.minibatch = {
+            4: 64,
+            8: 64,
+            16: 64,
+            32: 32,
+            64: 32,
+            128: 16,
+            256: 8,
+            512: 4,
+            1024: 2,
+        }
         cfg.schedule.total_kimg = 300.0 * (2 * levels - 1) + 1200.0
     elif name == "tiny":
         net.fmap_base, net.fmap_max, net.latent_size = 256, 32, 32

@@ -31,7 +31,9 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
     try:
         G.load_state_dict(snap.state_dict, strict=True)
     except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not match the stored network config: {exc}") from exc
+        raise CheckpointError(
+            f"{path}: weights do not match the stored network config: {exc}"
+        ) from exc
     G.default_depth, G.default_alpha = snap.depth, snap.alpha
     return G.eval().requires_grad_(False).to(device)
 

@@ -79,7 +79,7 @@ class Schedule:
 
     @property
     def total_images(self) -> int:
-        return int(round(self.cfg.total_kimg * 1000))
+        return round(self.cfg.total_kimg * 1000)
 
     def depth_at(self, images: int) -> float:
         """Continuous depth (the official code's max_depth - lod) after ``images`` reals."""

@@ -36,7 +36,7 @@ def test_pixel_norm_on_vectors():
 
 def numpy_minibatch_stddev(x: np.ndarray, group_size: int) -> np.ndarray:
     """Reference: sample n is in group n % M (M = N / G), as in the official code."""
-    n, c, h, w = x.shape
+    n, _c, h, w = x.shape
     g = group_size
     m = n // g
     out = np.zeros((n, 1, h, w))

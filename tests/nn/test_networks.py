@@ -101,13 +101,13 @@ def test_unit_scale_activations_through_full_1024_networks():
         ]
         return values, hooks
 
-    g_rms, hooks = rms_hooks(G.blocks)
+    g_rms, _hooks = rms_hooks(G.blocks)
     with torch.no_grad():
         img = G(torch.randn(1, 512))
     assert img.shape == (1, 3, 1024, 1024)
     assert len(g_rms) == 17 and all(0.5 < s < 2.0 for s in g_rms), g_rms
     assert 0.2 < img.std().item() < 3.0
-    d_rms, hooks = rms_hooks(D.blocks)
+    d_rms, _hooks = rms_hooks(D.blocks)
     with torch.no_grad():
         D(torch.randn(2, 3, 1024, 1024))
     assert len(d_rms) == 17 and all(0.2 < s < 5.0 for s in d_rms), d_rms

@@ -62,8 +62,8 @@ class Generator(nn.Module):
     ``forward(z, labels, depth, alpha)``: z is (N, latent_size) float; labels are (N,) int64
     class indices or (N, label_size) float one-hot (None when unconditional); the output is
     (N, channels, R, R) float, R = 4 * 2**depth (``depth=None``: ``default_depth`` and
-    ``default_alpha``, the full network unless loaded from an early snapshot), with no output activation (values are roughly
-    in [-1, 1], the range of the training images).
+    ``default_alpha``, the full network unless loaded from an early snapshot), with no output
+    activation (values are roughly in [-1, 1], the range of the training images).
     """
 
     def __init__(self, cfg: NetworkConfig) -> None:
@@ -85,7 +85,9 @@ class Generator(nn.Module):
         for depth in range(self.max_depth + 1):
             out_ch = cfg.num_features(depth)
             blocks.append(GeneratorBlock(in_ch, out_ch, first=depth == 0, cfg=cfg))
-            to_rgb.append(EqualizedConv2d(out_ch, cfg.channels, 1, gain=1.0, equalized=cfg.equalized_lr))
+            to_rgb.append(
+                EqualizedConv2d(out_ch, cfg.channels, 1, gain=1.0, equalized=cfg.equalized_lr)
+            )
             in_ch = out_ch
         self.blocks = nn.ModuleList(blocks)
         self.to_rgb = nn.ModuleList(to_rgb)

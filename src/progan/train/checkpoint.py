@@ -17,6 +17,7 @@ KKKKKK.KKK is the number of kimg (thousands of real images shown) at the checkpo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -104,13 +105,17 @@ def load_generator_snapshot(path: str | Path) -> GeneratorSnapshot:
     except (SafetensorError, ValueError, OSError) as exc:
         raise CheckpointError(f"{path}: not a valid safetensors file ({exc})") from exc
     if meta.get("format") != SNAPSHOT_FORMAT:
-        raise CheckpointError(f"{path}: not a progan generator snapshot (metadata format "
-                              f"{meta.get('format')!r})")
+        raise CheckpointError(
+            f"{path}: not a progan generator snapshot (metadata format {meta.get('format')!r})"
+        )
     try:
         network = from_dict(NetworkConfig, json.loads(meta["network"]))
         network.validate()
         return GeneratorSnapshot(
-            tensors, network, int(meta["depth"]), float(meta["alpha"]),
+            tensors,
+            network,
+            int(meta["depth"]),
+            float(meta["alpha"]),
             json.loads(meta.get("extra", "{}")),
         )
     except (KeyError, ValueError, ConfigError) as exc:
@@ -206,13 +211,11 @@ def write_checkpoint(
     }
     entries = [e for e in read_manifest(run_dir) if e["state"] != state_file] + [entry]
     pruned = entries[:-keep] if keep > 0 else []
-    kept = entries[len(pruned):]
+    kept = entries[len(pruned) :]
     atomic_write_json(run_dir / MANIFEST, {"checkpoints": kept})
     for old in pruned:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(run_dir / old["state"])
-        except OSError:
-            pass
     return entry
 
 
@@ -242,7 +245,11 @@ def newest_snapshot(path: str | Path) -> Path:
     snaps = sorted(path.glob("snapshot-*.safetensors"))
     if snaps:
         return snaps[-1]
-    runs = sorted(p for p in path.iterdir() if p.is_dir() and p.name[:5].isdigit()) if path.is_dir() else []
+    runs = (
+        sorted(p for p in path.iterdir() if p.is_dir() and p.name[:5].isdigit())
+        if path.is_dir()
+        else []
+    )
     for run in reversed(runs):
         snaps = sorted(run.glob("snapshot-*.safetensors"))
         if snaps:

@@ -140,9 +140,7 @@ class Trainer:
         self.nan_retries = 0
         fixed = torch.Generator().manual_seed(cfg.seed + 12345)
         self.grid_z = torch.randn(cfg.grid_size, net.latent_size, generator=fixed)
-        self.grid_labels = (
-            torch.arange(cfg.grid_size) % net.label_size if net.label_size else None
-        )
+        self.grid_labels = torch.arange(cfg.grid_size) % net.label_size if net.label_size else None
         self.stream = None
         self.stop_requested = False
 
@@ -175,8 +173,7 @@ class Trainer:
             )
         if net.label_size and ds.num_classes != net.label_size:
             raise ConfigError(
-                f"{ds.path}: dataset has {ds.num_classes} classes, network expects "
-                f"{net.label_size}"
+                f"{ds.path}: dataset has {ds.num_classes} classes, network expects {net.label_size}"
             )
 
     def _data_cache_mode(self) -> str:
@@ -222,9 +219,7 @@ class Trainer:
         z = torch.randn(n, self.cfg.network.latent_size, device=self.device, generator=self.rng)
         labels = None
         if self.label_table is not None:
-            idx = torch.randint(
-                len(self.label_table), (n,), device=self.device, generator=self.rng
-            )
+            idx = torch.randint(len(self.label_table), (n,), device=self.device, generator=self.rng)
             labels = self.label_table[idx]
         return z, labels
 
@@ -281,10 +276,10 @@ class Trainer:
 
     def _enter_phase(self, st: PhaseState) -> None:
         """Reset Adam when a fade starts or ends (as the official code did) and set the LR."""
-        if self.phase_key is not None and st.phase_key != self.phase_key:
-            if self.cfg.schedule.reset_optimizer:
-                for opt in (self.opt_G, self.opt_D):
-                    opt.state.clear()
+        changed = self.phase_key is not None and st.phase_key != self.phase_key
+        if changed and self.cfg.schedule.reset_optimizer:
+            for opt in (self.opt_G, self.opt_D):
+                opt.state.clear()
         self.phase_key = st.phase_key
         for opt in (self.opt_G, self.opt_D):
             for group in opt.param_groups:
@@ -317,8 +312,12 @@ class Trainer:
         saved = from_dict(TrainConfig, state["config"])
         if to_dict(saved.network) != to_dict(self.cfg.network):
             a, b = to_dict(saved.network), to_dict(self.cfg.network)
-            diff = ", ".join(f"{k}: checkpoint {a[k]!r} vs config {b[k]!r}" for k in a if a[k] != b.get(k))
-            raise CheckpointError(f"{source}: checkpoint is from another network configuration ({diff})")
+            diff = ", ".join(
+                f"{k}: checkpoint {a[k]!r} vs config {b[k]!r}" for k in a if a[k] != b.get(k)
+            )
+            raise CheckpointError(
+                f"{source}: checkpoint is from another network configuration ({diff})"
+            )
         try:
             self.G.load_state_dict(state["G"])
             self.D.load_state_dict(state["D"])
@@ -326,7 +325,9 @@ class Trainer:
             self.opt_G.load_state_dict(state["opt_G"])
             self.opt_D.load_state_dict(state["opt_D"])
         except (RuntimeError, KeyError, ValueError) as exc:
-            raise CheckpointError(f"{source}: weights do not fit this configuration: {exc}") from exc
+            raise CheckpointError(
+                f"{source}: weights do not fit this configuration: {exc}"
+            ) from exc
         self.rng.set_state(state["rng"])
         self.images = int(state["images"])
         self.steps = int(state["steps"])
@@ -356,7 +357,11 @@ class Trainer:
         out = []
         for i in range(0, len(self.grid_z), 32):
             z = self.grid_z[i : i + 32].to(self.device)
-            lab = self.grid_labels[i : i + 32].to(self.device) if self.grid_labels is not None else None
+            lab = (
+                self.grid_labels[i : i + 32].to(self.device)
+                if self.grid_labels is not None
+                else None
+            )
             out.append(to_uint8(self.G_ema(z, lab, st.depth, st.alpha)).cpu())
         return torch.cat(out)
 
@@ -417,8 +422,13 @@ class Trainer:
         old_handlers = self._install_signal_handlers()
         total = self.schedule.total_images
         bar = tqdm(
-            total=total, initial=self.images, unit="kimg", unit_scale=0.001,
-            disable=not self.progress, dynamic_ncols=True, mininterval=1.0,
+            total=total,
+            initial=self.images,
+            unit="kimg",
+            unit_scale=0.001,
+            disable=not self.progress,
+            dynamic_ncols=True,
+            mininterval=1.0,
         )
         sums: dict[str, torch.Tensor] = {}
         count = 0
@@ -467,8 +477,9 @@ class Trainer:
                     ticks_this_session += 1
                     now = time.time()
                     self.seconds = now - session_start
-                    record = self._tick_record(st, tick_sums, tick_count, tick_start_images,
-                                               now - tick_start_time)
+                    record = self._tick_record(
+                        st, tick_sums, tick_count, tick_start_images, now - tick_start_time
+                    )
                     maintenance = time.time()
                     last = self.images >= total or self.stop_requested
                     stop_now = max_ticks is not None and ticks_this_session >= max_ticks
@@ -490,8 +501,9 @@ class Trainer:
             for sig, h in old_handlers.items():
                 signal.signal(sig, h)
 
-    def _tick_record(self, st: PhaseState, sums: dict[str, float], count: int,
-                     start_images: int, seconds: float) -> dict[str, Any]:
+    def _tick_record(
+        self, st: PhaseState, sums: dict[str, float], count: int, start_images: int, seconds: float
+    ) -> dict[str, Any]:
         images = self.images - start_images
         record: dict[str, Any] = {
             "kimg": round(self.images / 1000.0, 3),
@@ -507,7 +519,9 @@ class Trainer:
         record["sec_per_tick"] = round(seconds, 3)
         record["seconds"] = round(self.seconds, 3)
         if self.device.type == "cuda":
-            record["peak_gpu_mem_gib"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 3)
+            record["peak_gpu_mem_gib"] = round(
+                torch.cuda.max_memory_allocated(self.device) / 2**30, 3
+            )
         record["time"] = round(time.time(), 3)
         return record
 

@@ -52,7 +52,7 @@ class StatsWriter:
             f.flush()
             os.fsync(f.fileno())
         if self.tb is not None:
-            step = int(round(record["kimg"] * 1000))
+            step = round(record["kimg"] * 1000)
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key not in ("time",):
                     self.tb.add_scalar(key.replace(".", "/"), value, global_step=step)
@@ -62,7 +62,7 @@ class StatsWriter:
         """Log an HWC (or HW) uint8 grid to TensorBoard."""
         if self.tb is not None:
             img = grid if grid.ndim == 3 else grid[:, :, None]
-            self.tb.add_image(tag, img, global_step=int(round(kimg * 1000)), dataformats="HWC")
+            self.tb.add_image(tag, img, global_step=round(kimg * 1000), dataformats="HWC")
 
     def close(self) -> None:
         if self.tb is not None:
