@@ -55,7 +55,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--metrics",
         default="",
-        help="comma-separated metrics evaluated at every snapshot, e.g. swd,fid",
+        help="comma-separated metrics evaluated at every snapshot, e.g. swd,fid; the first "
+        "one picks the best snapshot (best.json)",
+    )
+    p.add_argument(
+        "--metrics-num",
+        type=int,
+        help="images per metric at each snapshot [each metric's default, e.g. SWD 16384]",
     )
     p.add_argument("--device", default="auto", help="cuda, cpu or auto [auto]")
     p.add_argument("--workers", type=int, help="data loading worker processes")
@@ -87,6 +93,7 @@ def _run_train(args: argparse.Namespace) -> int:
         ("amp", "amp"),
         ("tick_kimg", "tick_kimg"),
         ("snapshot_ticks", "snapshot_ticks"),
+        ("metrics_num", "metrics_num"),
     ):
         if getattr(args, flag) is not None:
             overrides[key] = getattr(args, flag)
@@ -126,6 +133,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="conditional models: one grid row per class, seeds along the row",
     )
+    p.add_argument("--best", action="store_true", help="a run folder's best snapshot (best.json)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_run_generate)
 
@@ -139,7 +147,7 @@ def _run_generate(args: argparse.Namespace) -> int:
 
     if not args.grid and not args.outdir:
         raise ProganError("give --grid FILE.png and/or --outdir DIR")
-    G = load_generator(args.checkpoint, resolve_device(args.device))
+    G = load_generator(args.checkpoint, resolve_device(args.device), best=args.best)
     try:
         seeds = parse_seeds(args.seeds)
     except ValueError as exc:

@@ -14,17 +14,25 @@ import torch
 
 from progan.errors import CheckpointError
 from progan.nn.generator import Generator
-from progan.train.checkpoint import load_generator_snapshot, newest_snapshot
+from progan.train.checkpoint import load_generator_snapshot, newest_snapshot, read_best
 
 
-def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Generator:
-    """A generator in eval mode from a ``.safetensors`` snapshot or a run folder (newest one).
+def load_generator(
+    path: str | Path, device: str | torch.device = "cpu", best: bool = False
+) -> Generator:
+    """A generator in eval mode from a ``.safetensors`` snapshot or a run folder (its newest
+    snapshot, or with ``best=True`` the best one by the training metric, see ``best.json``).
 
     A snapshot taken before the network was fully grown loads with ``default_depth`` and
     ``default_alpha`` set to the depth and fade it was trained to.
     """
     path = Path(path)
-    if path.is_dir():
+    if best:
+        record = read_best(path) if path.is_dir() else None
+        if record is None:
+            raise CheckpointError(f"{path}: no best.json (train with --metrics to rank snapshots)")
+        path = path / record["snapshot"]
+    elif path.is_dir():
         path = newest_snapshot(path)
     snap = load_generator_snapshot(path)
     G = Generator(snap.network)

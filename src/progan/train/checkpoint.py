@@ -257,3 +257,16 @@ def newest_snapshot(path: str | Path) -> Path:
     raise CheckpointError(
         f"{path}: no generator snapshot (snapshot-*.safetensors) found here or in its run folders"
     )
+
+
+BEST_NAME = "best.json"  # the best fully grown snapshot by the first training metric
+
+
+def read_best(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's ``best.json`` (metric, value, kimg, snapshot), or None when absent/broken."""
+    path = Path(run_dir) / BEST_NAME
+    try:
+        best = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return best if isinstance(best, dict) and "snapshot" in best else None

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from progan.config import TrainConfig, from_dict, load_config, preset, save_config, to_dict
 from progan.errors import CheckpointError, ConfigError, ProganError
+from progan.fileio import atomic_write_json
 from progan.losses import discriminator_loss, generator_loss
 from progan.nn import Discriminator, Generator
 from progan.nn.resample import real_images_for_phase
@@ -114,6 +115,12 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.dataset = ImageDataset(cfg.data)
         self._check_dataset()
+        if cfg.metrics:
+            from progan.metrics.registry import resolve_names
+
+            self.metric_names = resolve_names(cfg.metrics)
+        else:
+            self.metric_names = []
         net = cfg.network
         torch.manual_seed(cfg.seed)
         self.G = Generator(net).to(self.device)
@@ -369,8 +376,9 @@ class Trainer:
         params = [p for m in (self.G, self.D, self.G_ema) for p in m.parameters()]
         return bool(torch.stack([torch.isfinite(p).all() for p in params]).all())
 
-    def write_snapshot(self, stats: StatsWriter | None) -> None:
-        """Sample grid, EMA generator snapshot and full training state for the current kimg."""
+    def write_snapshot(self, stats: StatsWriter | None, metrics: bool = True) -> dict[str, float]:
+        """Sample grid, EMA generator snapshot and full training state for the current kimg;
+        then the configured metrics of the snapshot (returned as flat ``metric/...`` values)."""
         from progan.tools.grid import make_grid, save_image_grid
 
         if not self._all_finite():
@@ -391,6 +399,76 @@ class Trainer:
         )
         ckpt.write_checkpoint(
             self.run_dir, kimg, self.images, self.state_dict(), sha, self.cfg.keep_checkpoints
+        )
+        self.nan_retries = 0  # progress past the failure: the next fault gets 3 tries again
+        if not (metrics and self.metric_names):
+            return {}
+        values = self.evaluate_metrics()
+        self._update_best(values, kimg, st)
+        return values
+
+    @torch.no_grad()
+    def evaluate_metrics(self) -> dict[str, float]:
+        """The configured metrics of the EMA generator at the current phase (its resolution;
+        real images are box-downscaled to it), flattened: ``metric/swd/16``,
+        ``metric/swd/avg``, ``metric/fid``, ``metric/is/mean``, ``metric/ms-ssim``, plus
+        ``metric/seconds``."""
+        from progan.generate import to_uint8
+        from progan.metrics.api import evaluate
+        from progan.metrics.sources import CallableSource
+
+        st = self.schedule.at(self.images)
+        net = self.cfg.network
+        latent_gen = torch.Generator(self.device)
+
+        def fake_batch(seeds: list[int]) -> torch.Tensor:
+            latent_gen.manual_seed(self.cfg.seed * 7919 + seeds[0])
+            z = torch.randn(len(seeds), net.latent_size, device=self.device, generator=latent_gen)
+            labels = None
+            if net.label_size:
+                labels = torch.tensor([s % net.label_size for s in seeds], device=self.device)
+            return to_uint8(self.G_ema(z, labels, st.depth, st.alpha))
+
+        source = CallableSource(fake_batch, st.resolution, net.channels, name="training")
+        result = evaluate(
+            self.metric_names,
+            source,
+            self.cfg.data,
+            num=self.cfg.metrics_num or None,
+            device=self.device,
+            seed=self.cfg.seed,
+        )
+        flat: dict[str, float] = {}
+        for name in self.metric_names:
+            value = result[name]
+            if isinstance(value, dict):
+                flat.update({f"metric/{name}/{k}": float(v) for k, v in value.items()})
+            else:
+                flat[f"metric/{name}"] = float(value)
+        flat["metric/seconds"] = round(float(result["seconds"]), 3)
+        return flat
+
+    def _update_best(self, values: dict[str, float], kimg: float, st: PhaseState) -> None:
+        """Record the best fully grown snapshot by the first metric in ``best.json``."""
+        name = self.metric_names[0]
+        key = {"swd": "metric/swd/avg", "is": "metric/is/mean"}.get(name, f"metric/{name}")
+        if st.resolution != self.cfg.network.resolution or st.alpha < 1.0 or key not in values:
+            return  # only snapshots of the final network compete
+        higher_is_better = name == "is"
+        best = ckpt.read_best(self.run_dir)
+        if best is not None and best.get("metric") == key and best["kimg"] <= kimg:
+            old = float(best["value"])
+            if (values[key] <= old) if higher_is_better else (values[key] >= old):
+                return
+        atomic_write_json(
+            self.run_dir / ckpt.BEST_NAME,
+            {
+                "metric": key,
+                "value": values[key],
+                "kimg": kimg,
+                "snapshot": ckpt.snapshot_name(kimg),
+                "higher_is_better": higher_is_better,
+            },
         )
 
     # ----------------------------------------------------------------------------------------
@@ -413,11 +491,15 @@ class Trainer:
                 old[sig] = signal.signal(sig, handler)
         return old
 
-    def run(self, max_ticks: int | None = None) -> None:
-        """Train until ``total_kimg`` (or ``max_ticks`` more ticks, or a stop signal)."""
+    def run(self, max_ticks: int | None = None, max_seconds: float | None = None) -> None:
+        """Train until ``total_kimg`` (or ``max_ticks`` more ticks, or ``max_seconds`` of
+        this session's wall-clock time at the next tick, or a stop signal)."""
         cfg = self.cfg
         stats_writer = StatsWriter(self.run_dir)
         stats_writer.truncate_after(self.images / 1000.0)
+        best = ckpt.read_best(self.run_dir)
+        if best is not None and best.get("kimg", 0.0) > self.images / 1000.0 + 1e-9:
+            (self.run_dir / ckpt.BEST_NAME).unlink()  # from work lost since this checkpoint
         self._open_stream_at(self._data_position)
         old_handlers = self._install_signal_handlers()
         total = self.schedule.total_images
@@ -437,10 +519,11 @@ class Trainer:
         tick_start_images = self.images
         tick_start_time = time.time()
         session_start = time.time() - self.seconds
+        wall_start = time.time()
         ticks_this_session = 0
         first_step = True
         if self.images == 0:
-            self.write_snapshot(stats_writer)
+            self.write_snapshot(stats_writer, metrics=False)
             save_image_grid_reals(self, self.run_dir / "reals.png")
         try:
             while self.images < total and not self.stop_requested:
@@ -458,7 +541,13 @@ class Trainer:
                 tick_done = self.images >= tick_start_images + cfg.tick_kimg * 1000
                 if count >= cfg.loss_log_every or tick_done or self.images >= total:
                     values = {k: v.item() / count for k, v in sums.items()}
-                    if not all(math.isfinite(v) for v in values.values()):
+                    # A non-finite gradient shows up in the weights after Adam's step and
+                    # in the losses of the next step; checking losses and weights here (one
+                    # host sync every loss_log_every steps) catches all three.
+                    finite = all(math.isfinite(v) for v in values.values())
+                    if not finite or not self._all_finite():
+                        if finite:
+                            values["weights"] = math.nan
                         self._recover_from_nan(values)
                         sums, count, tick_sums, tick_count = {}, 0, {}, 0
                         tick_start_images, tick_start_time = self.images, time.time()
@@ -482,9 +571,11 @@ class Trainer:
                     )
                     maintenance = time.time()
                     last = self.images >= total or self.stop_requested
-                    stop_now = max_ticks is not None and ticks_this_session >= max_ticks
+                    stop_now = (max_ticks is not None and ticks_this_session >= max_ticks) or (
+                        max_seconds is not None and now - wall_start >= max_seconds
+                    )
                     if self.ticks % cfg.snapshot_ticks == 0 or last or stop_now:
-                        self.write_snapshot(stats_writer)
+                        record.update(self.write_snapshot(stats_writer))
                     record["maintenance_sec"] = round(time.time() - maintenance, 3)
                     stats_writer.write(record)
                     tick_sums, tick_count = {}, 0
@@ -571,9 +662,11 @@ def train(
     total_kimg: float | None = None,
     progress: bool = True,
     max_ticks: int | None = None,
+    max_seconds: float | None = None,
 ) -> Path:
     """Train a new run (``cfg``) or continue one (``resume``: a run folder or a
-    ``state-*.pt`` file). ``total_kimg`` may extend a resumed run. Returns the run folder.
+    ``state-*.pt`` file). ``total_kimg`` may extend a resumed run; ``max_ticks`` and
+    ``max_seconds`` end this session early (with a checkpoint). Returns the run folder.
     """
     if resume is not None:
         resume = Path(resume)
@@ -601,7 +694,7 @@ def train(
             trainer.load_state_dict(state, source=source)
             if progress:
                 tqdm.write(f"Resuming {run_dir} at {trainer.images / 1000:.3f} kimg from {source}")
-        trainer.run(max_ticks=max_ticks)
+        trainer.run(max_ticks=max_ticks, max_seconds=max_seconds)
         if trainer.stop_requested:
             tqdm.write(f"Stopped; checkpoint written. Resume with: progan train --resume {run_dir}")
     return run_dir
