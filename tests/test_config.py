@@ -32,6 +32,8 @@ def test_unknown_option_is_an_error(tmp_path):
         ("resolution", 48, "power of two"),
         ("resolution", 2048, "power of two"),
         ("channels", 4, "channels"),
+        ("mbdisc_kernels", -1, "mbdisc"),
+        ("mbdisc_dims", 0, "mbdisc"),
     ],
 )
 def test_network_validation(field, value, match):
@@ -50,3 +52,50 @@ def test_presets():
     with pytest.raises(ConfigError):
         preset("huge")
     assert from_dict(TrainConfig, to_dict(tiny)) == tiny
+
+
+ABLATION_KEYS = ("batchnorm_g", "layernorm_d", "mbdisc_kernels", "mbdisc_dims")
+
+
+def test_ablation_options_round_trip(tmp_path):
+    cfg = preset("tiny", resolution=16)
+    cfg.network.batchnorm_g = cfg.network.layernorm_d = True
+    cfg.network.mbdisc_kernels, cfg.network.mbdisc_dims = 50, 3
+    cfg.network.equalized_lr = cfg.network.pixelnorm = False
+    save_config(cfg, tmp_path / "config.json")
+    assert load_config(tmp_path / "config.json") == cfg
+
+
+def test_configs_written_before_the_ablation_options_still_load(tmp_path):
+    """Missing keys take the defaults, which are the networks as they were before."""
+    data = to_dict(preset("tiny", resolution=16))
+    for key in ABLATION_KEYS:
+        del data["network"][key]
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    old = load_config(tmp_path / "old.json")
+    assert old == preset("tiny", resolution=16)
+    assert not old.network.batchnorm_g and not old.network.layernorm_d
+    assert old.network.mbdisc_kernels == 0
+
+
+def test_snapshots_written_before_the_ablation_options_still_load(tmp_path):
+    """A generator snapshot whose stored network config lacks the new keys loads strictly."""
+    import torch
+    from safetensors.torch import save_file
+
+    from progan.generate import load_generator
+    from progan.nn import Generator
+    from progan.train.checkpoint import SNAPSHOT_FORMAT
+
+    net = preset("tiny", resolution=16).network
+    G = Generator(net)
+    old_net = to_dict(net)
+    for key in ABLATION_KEYS:
+        del old_net[key]
+    meta = {"format": SNAPSHOT_FORMAT, "version": "1", "network": json.dumps(old_net),
+            "depth": "2", "alpha": "1.0", "extra": "{}"}  # fmt: skip
+    path = tmp_path / "snapshot-0000001.000.safetensors"
+    save_file({k: v.contiguous() for k, v in G.state_dict().items()}, str(path), metadata=meta)
+    loaded = load_generator(path)
+    z = torch.randn(2, net.latent_size)
+    torch.testing.assert_close(loaded(z), G.eval()(z))

@@ -41,6 +41,11 @@ class NetworkConfig:
     pixelnorm: bool = True  # pixelwise feature normalization in G
     equalized_lr: bool = True  # run-time He scaling of all weights
     normalize_latents: bool = True  # pixel-normalize the (latent, label) input of G
+    # Switches for the paper's ablation (Table 1); the defaults are the paper's final networks.
+    batchnorm_g: bool = False  # batch norm before every activation of G (Table 1 (a)-(c))
+    layernorm_d: bool = False  # layer norm before every hidden activation of D ((a)-(c))
+    mbdisc_kernels: int = 0  # minibatch discrimination in D: kernels B (Table 1 (e*)); 0 = off
+    mbdisc_dims: int = 5  # minibatch discrimination: dimensions C of each kernel
 
     def validate(self) -> None:
         log2 = math.log2(self.resolution) if self.resolution > 0 else -1
@@ -54,6 +59,8 @@ class NetworkConfig:
             raise ConfigError("label_size must be >= 0 and latent_size >= 1")
         if self.mbstd_group_size < 0:
             raise ConfigError("mbstd_group_size must be >= 0")
+        if self.mbdisc_kernels < 0 or self.mbdisc_dims < 1:
+            raise ConfigError("mbdisc_kernels must be >= 0 and mbdisc_dims >= 1")
 
     @property
     def max_depth(self) -> int:
@@ -236,7 +243,9 @@ def to_dict(obj: Any) -> dict[str, Any]:
 
 
 def from_dict(cls: type[T], data: dict[str, Any]) -> T:
-    """Rebuild a config dataclass from :func:`to_dict` output; unknown keys are an error."""
+    """Rebuild a config dataclass from :func:`to_dict` output; unknown keys are an error and
+    missing keys take their defaults (so configs written before an option existed still load).
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
     known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]

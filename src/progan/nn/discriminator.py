@@ -13,47 +13,72 @@ from progan.config import NetworkConfig
 from progan.nn.layers import (
     EqualizedConv2d,
     EqualizedLinear,
+    LayerNorm,
+    MinibatchDiscrimination,
     MinibatchStdDev,
     downsample2x,
     leaky_relu,
 )
 
 
+def _norm(channels: int, cfg: NetworkConfig) -> nn.Module:
+    """Layer norm when ``cfg.layernorm_d`` (Table 1 (a)-(c)), else nothing."""
+    return LayerNorm(channels) if cfg.layernorm_d else nn.Identity()
+
+
 class DiscriminatorBlock(nn.Module):
     """Two 3x3 convolutions with leaky ReLU, then 2x2 average pooling.
 
-    (N, ch, H, W) -> (N, out_ch, H/2, W/2).
+    (N, ch, H, W) -> (N, out_ch, H/2, W/2). With ``cfg.layernorm_d`` each convolution is
+    followed by layer normalization before its activation.
     """
 
-    def __init__(self, ch: int, out_ch: int, equalized: bool) -> None:
+    def __init__(self, ch: int, out_ch: int, cfg: NetworkConfig) -> None:
         super().__init__()
+        equalized = cfg.equalized_lr
         self.conv0 = EqualizedConv2d(ch, ch, 3, equalized=equalized)
         self.conv1 = EqualizedConv2d(ch, out_ch, 3, equalized=equalized)
+        self.norm0 = _norm(ch, cfg)
+        self.norm1 = _norm(out_ch, cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = leaky_relu(self.conv0(x))
-        return downsample2x(leaky_relu(self.conv1(x)))
+        x = leaky_relu(self.norm0(self.conv0(x)))
+        return downsample2x(leaky_relu(self.norm1(self.conv1(x))))
 
 
 class DiscriminatorHead(nn.Module):
     """The 4x4 block: minibatch stddev, 3x3 conv, dense 4x4 -> ch, dense -> 1 + label_size.
 
     (N, ch, 4, 4) -> (N, 1 + label_size): column 0 is the score, the rest are label logits.
+    Ablation options: minibatch discrimination (``cfg.mbdisc_kernels`` > 0) appends its B
+    feature maps where the stddev map goes (after it when both are on); ``cfg.layernorm_d``
+    normalizes the outputs of the 3x3 convolution and of the 4x4 (dense) layer.
     """
 
     def __init__(self, ch: int, cfg: NetworkConfig) -> None:
         super().__init__()
         eq = cfg.equalized_lr
         self.mbstd = MinibatchStdDev(cfg.mbstd_group_size) if cfg.mbstd_group_size > 0 else None
-        self.conv = EqualizedConv2d(ch + (1 if self.mbstd else 0), ch, 3, equalized=eq)
+        in_ch = ch + (1 if self.mbstd else 0)
+        self.mbdisc = None
+        if cfg.mbdisc_kernels > 0:
+            self.mbdisc = MinibatchDiscrimination(
+                in_ch * 16, cfg.mbdisc_kernels, cfg.mbdisc_dims, equalized=eq
+            )
+            in_ch += cfg.mbdisc_kernels
+        self.conv = EqualizedConv2d(in_ch, ch, 3, equalized=eq)
         self.dense0 = EqualizedLinear(ch * 16, ch, equalized=eq)
         self.dense1 = EqualizedLinear(ch, 1 + cfg.label_size, gain=1.0, equalized=eq)
+        self.norm0 = _norm(ch, cfg)
+        self.norm1 = _norm(ch, cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mbstd is not None:
             x = self.mbstd(x)
-        x = leaky_relu(self.conv(x))
-        x = leaky_relu(self.dense0(x.flatten(1)))
+        if self.mbdisc is not None:
+            x = self.mbdisc(x)
+        x = leaky_relu(self.norm0(self.conv(x)))
+        x = leaky_relu(self.norm1(self.dense0(x.flatten(1))))
         return self.dense1(x)
 
 
@@ -82,7 +107,7 @@ class Discriminator(nn.Module):
             if depth == 0:
                 blocks.append(DiscriminatorHead(ch, cfg))
             else:
-                blocks.append(DiscriminatorBlock(ch, cfg.num_features(depth - 1), equalized=eq))
+                blocks.append(DiscriminatorBlock(ch, cfg.num_features(depth - 1), cfg))
         self.from_rgb = nn.ModuleList(from_rgb)
         self.blocks = nn.ModuleList(blocks)
 

@@ -29,6 +29,10 @@ class GeneratorBlock(nn.Module):
     The first block (``first=True``) maps the (latent, label) vector to 4x4 with a dense layer
     (the paper's 4x4 "convolution" of a 1x1 input) followed by one 3x3 convolution; later blocks
     upsample 2x (nearest) first. Input (N, in_ch[, H, W]) -> output (N, out_ch, H', W').
+
+    Ablation options: ``cfg.pixelnorm=False`` drops the pixel norm; ``cfg.batchnorm_g`` puts a
+    ``BatchNorm2d`` between each convolution and its activation (the WGAN-GP baseline's
+    generator, Table 1 (a)-(c)): batch statistics in train mode, running averages in eval mode.
     """
 
     def __init__(self, in_ch: int, out_ch: int, first: bool, cfg: NetworkConfig) -> None:
@@ -46,14 +50,16 @@ class GeneratorBlock(nn.Module):
             self.conv0 = EqualizedConv2d(in_ch, out_ch, 3, equalized=eq)
         self.conv1 = EqualizedConv2d(out_ch, out_ch, 3, equalized=eq)
         self.norm = PixelNorm() if cfg.pixelnorm else nn.Identity()
+        self.bn0 = nn.BatchNorm2d(out_ch) if cfg.batchnorm_g else nn.Identity()
+        self.bn1 = nn.BatchNorm2d(out_ch) if cfg.batchnorm_g else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.dense is not None:
             x = self.dense(x).reshape(x.shape[0], self.out_ch, 4, 4)
         else:
             x = self.conv0(upsample2x(x))
-        x = self.norm(leaky_relu(x))
-        return self.norm(leaky_relu(self.conv1(x)))
+        x = self.norm(leaky_relu(self.bn0(x)))
+        return self.norm(leaky_relu(self.bn1(self.conv1(x))))
 
 
 class Generator(nn.Module):

@@ -8,6 +8,9 @@
   ``b = a / sqrt(mean_j(a_j**2) + eps)`` over the channel axis, eps = 1e-8.
 * :class:`MinibatchStdDev`: the minibatch standard deviation layer (Section 3), which appends
   one feature map holding the average standard deviation within each group of samples.
+* Ablation layers (Table 1): :class:`MinibatchDiscrimination` (Salimans et al. 2016, row (e*)),
+  :class:`LayerNorm` (per-sample normalization in D, rows (a)-(c)); batch normalization in G
+  uses ``torch.nn.BatchNorm2d``.
 * :func:`upsample2x` (nearest neighbour) and :func:`downsample2x` (2x2 average pooling).
 """
 
@@ -127,6 +130,74 @@ class MinibatchStdDev(nn.Module):
         y = y.mean(dim=(1, 2, 3))  # (M,)
         y = y.reshape(1, n // g, 1, 1, 1).expand(g, n // g, 1, h, w).reshape(n, 1, h, w)
         return torch.cat([x, y.to(x.dtype)], dim=1)
+
+
+class MinibatchDiscrimination(nn.Module):
+    """Minibatch discrimination (Salimans et al. 2016, Section 3.2), the paper's row (e*).
+
+    Each sample's features f(x_i) (flattened, A = C*H*W values) are projected by a tensor T of
+    shape (A, B, D) to a matrix M_i (B kernels x D dims). For kernel b,
+    ``c_b(x_i, x_j) = exp(-||M_i[b] - M_j[b]||_1)`` and ``o_b(x_i) = sum_{j != i} c_b(x_i, x_j)``
+    (the other samples of the minibatch; the original's j = i term is the constant 1 and is
+    left out). The B values are appended as B constant feature maps:
+    input (N, C, H, W) -> output (N, C + B, H, W).
+
+    T is drawn from N(0, 1) and scaled by ``1 / sqrt(A)`` -- at run time with the equalized
+    learning rate, baked into the weights otherwise -- so that M has roughly unit entries.
+    """
+
+    def __init__(self, in_features: int, kernels: int, dims: int = 5, equalized: bool = True):
+        super().__init__()
+        self.in_features, self.kernels, self.dims = in_features, kernels, dims
+        std = 1.0 / math.sqrt(in_features)
+        self.weight = nn.Parameter(torch.randn(in_features, kernels * dims))
+        if equalized:
+            self.scale = std
+        else:
+            self.scale = 1.0
+            with torch.no_grad():
+                self.weight.mul_(std)
+
+    def features(self, flat: torch.Tensor) -> torch.Tensor:
+        """(N, A) features -> (N, B) closeness of each sample to the rest of its minibatch."""
+        n = flat.shape[0]
+        y = flat if flat.dtype == torch.float64 else flat.float()
+        weight = self.weight * self.scale if self.scale != 1.0 else self.weight
+        m = (y @ weight.to(y.dtype)).reshape(n, self.kernels, self.dims)  # (N, B, D)
+        dist = (m[:, None] - m[None, :]).abs().sum(dim=3)  # (N, N, B) L1 distances
+        closeness = torch.exp(-dist).sum(dim=1) - 1.0  # drop j == i (exp(0) = 1)
+        return closeness
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        o = self.features(x.flatten(1)).to(x.dtype)
+        return torch.cat([x, o[:, :, None, None].expand(n, self.kernels, h, w)], dim=1)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, kernels={self.kernels}, dims={self.dims}"
+
+
+class LayerNorm(nn.Module):
+    """Layer normalization (Ba et al. 2016) of each sample over all its features.
+
+    ``y = (x - mean) / sqrt(var + eps) * gain[c] + bias[c]`` with the mean and (biased)
+    variance of one sample over channels and pixels; gain/bias per channel start at 1/0.
+    Works on (N, C) and (N, C, H, W). Used in D for the paper's WGAN-GP baseline (Table 1
+    (a)-(c)), where batch normalization would break the per-sample gradient penalty.
+    """
+
+    def __init__(self, num_channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.gain = nn.Parameter(torch.ones(num_channels))
+        self.bias = nn.Parameter(torch.zeros(num_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dims = tuple(range(1, x.ndim))
+        var, mean = torch.var_mean(x, dim=dims, keepdim=True, correction=0)
+        y = (x - mean) * torch.rsqrt(var + self.eps)
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        return y * self.gain.view(shape).to(x.dtype) + self.bias.view(shape).to(x.dtype)
 
 
 def effective_group_size(batch: int, group_size: int) -> int:
