@@ -207,6 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ProganError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # e.g. a full disk while writing images or logs
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return 130

@@ -74,7 +74,7 @@ def save_generator_snapshot(
         "extra": json.dumps(extra or {}),
     }
     data = save_safetensors_bytes(tensors, metadata=metadata)
-    atomic_write_bytes(path, data)
+    _write_or_explain(Path(path), data)
     return hashlib.sha256(data).hexdigest()
 
 
@@ -120,6 +120,28 @@ def load_generator_snapshot(path: str | Path) -> GeneratorSnapshot:
         )
     except (KeyError, ValueError, ConfigError) as exc:
         raise CheckpointError(f"{path}: damaged snapshot metadata ({exc})") from exc
+
+
+def _write_failure(path: Path, exc: OSError) -> str:
+    entries = []
+    with contextlib.suppress(CheckpointError):
+        entries = read_manifest(path.parent)
+    previous = (
+        f"the previous checkpoint ({entries[-1]['state']}, {entries[-1]['kimg']:.3f} kimg) is "
+        f"intact; free space and resume with: progan train --resume {path.parent}"
+        if entries
+        else "no earlier checkpoint was affected"
+    )
+    return f"{path}: could not write ({exc.strerror or exc}); nothing was replaced: {previous}"
+
+
+def _write_or_explain(path: Path, data: bytes) -> None:
+    """Atomic write; an OSError (full disk, quota, permissions) becomes a CheckpointError
+    saying that the previous checkpoint is untouched."""
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as exc:
+        raise CheckpointError(_write_failure(path, exc)) from exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,7 +221,7 @@ def write_checkpoint(
     run_dir = Path(run_dir)
     data = serialize_training_state(training_state)
     state_file = state_name(kimg)
-    atomic_write_bytes(run_dir / state_file, data)
+    _write_or_explain(run_dir / state_file, data)
     entry = {
         "kimg": kimg,
         "images": images,
@@ -212,7 +234,10 @@ def write_checkpoint(
     entries = [e for e in read_manifest(run_dir) if e["state"] != state_file] + [entry]
     pruned = entries[:-keep] if keep > 0 else []
     kept = entries[len(pruned) :]
-    atomic_write_json(run_dir / MANIFEST, {"checkpoints": kept})
+    try:
+        atomic_write_json(run_dir / MANIFEST, {"checkpoints": kept})
+    except OSError as exc:
+        raise CheckpointError(_write_failure(run_dir / MANIFEST, exc)) from exc
     for old in pruned:
         with contextlib.suppress(OSError):
             os.unlink(run_dir / old["state"])

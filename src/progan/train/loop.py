@@ -13,6 +13,11 @@ Losses stay on the device and are read back every ``loss_log_every`` steps, wher
 checked for NaN/Inf. Every tick (``tick_kimg``) a line goes to log.jsonl/TensorBoard; every
 ``snapshot_ticks`` ticks a sample grid, a generator snapshot and a full training state are
 written (see :mod:`progan.train.checkpoint`).
+
+Data-parallel (torchrun or ``--gpus N``; :mod:`progan.train.distributed`): every rank trains
+on its share of each global minibatch, gradients are averaged over ranks, and all decisions
+(NaN recovery, stopping on a signal or after ``max_seconds``) are taken together at the loss
+readbacks. Only rank 0 writes files; the others wait for it at snapshots.
 """
 
 from __future__ import annotations
@@ -37,6 +42,15 @@ from progan.nn.resample import real_images_for_phase
 from progan.schedule import PhaseState, Schedule
 from progan.train import checkpoint as ckpt
 from progan.train.ema import make_ema_copy, update_ema
+from progan.train.distributed import (
+    DEFAULT_TIMEOUT_S,
+    Dist,
+    GradientReducer,
+    check_batch_sizes,
+    debug_fail_point,
+    init_from_env,
+    shard_offsets,
+)
 from progan.train.run_dir import RunLock, new_run_dir
 from progan.train.stats import StatsWriter
 
@@ -97,16 +111,24 @@ def configure(
 
 
 class Trainer:
-    """Holds the networks, optimizers, EMA, data stream and schedule position of one run."""
+    """Holds the networks, optimizers, EMA, data stream and schedule position of one run.
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, progress: bool = True) -> None:
+    With ``dist`` (one rank of a data-parallel job) every rank holds the same replica; only
+    rank 0 (``is_main``) writes into ``run_dir``.
+    """
+
+    def __init__(
+        self, cfg: TrainConfig, run_dir: Path, progress: bool = True, dist: Dist | None = None
+    ) -> None:
         from progan.data.dataset import ImageDataset
 
         cfg.validate()
         self.cfg = cfg
         self.run_dir = run_dir
-        self.progress = progress
-        self.device = resolve_device(cfg.device)
+        self.dist = dist
+        self.is_main = dist is None or dist.is_main
+        self.progress = progress and self.is_main
+        self.device = dist.device_for(cfg.device) if dist else resolve_device(cfg.device)
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
             torch.backends.cudnn.allow_tf32 = cfg.tf32
@@ -125,6 +147,11 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.G = Generator(net).to(self.device)
         self.D = Discriminator(net).to(self.device)
+        if dist is not None:  # same seed, same weights; made certain as DDP does
+            dist.broadcast_tensors(
+                [t for m in (self.G, self.D) for t in (*m.parameters(), *m.buffers())],
+                "broadcasting the initial weights",
+            )
         self.G_ema = make_ema_copy(self.G)
         if cfg.channels_last and self.device.type == "cuda":
             for m in (self.G, self.D, self.G_ema):
@@ -132,6 +159,15 @@ class Trainer:
         self.opt_G = self._adam(self.G)
         self.opt_D = self._adam(self.D)
         self.schedule = Schedule(cfg.schedule, net.resolution)
+        self.reducers: tuple[GradientReducer, GradientReducer] | None = None
+        self._rows: dict[int, torch.Tensor] = {}
+        if dist is not None:
+            for warning in check_batch_sizes(
+                self.schedule.segments(), dist.world_size, net.mbstd_group_size
+            ):
+                if self.is_main:
+                    tqdm.write(f"Note: {warning}")
+            self.reducers = (GradientReducer(self.D, dist), GradientReducer(self.G, dist))
         self.rng = torch.Generator(self.device).manual_seed(cfg.seed)
         self.label_table = (
             torch.as_tensor(self.dataset.labels, dtype=torch.int64, device=self.device)
@@ -149,7 +185,9 @@ class Trainer:
         self.grid_z = torch.randn(cfg.grid_size, net.latent_size, generator=fixed)
         self.grid_labels = torch.arange(cfg.grid_size) % net.label_size if net.label_size else None
         self.stream = None
-        self.stop_requested = False
+        self.stop_requested = False  # agreed by all ranks
+        self.stop_signal = False  # a signal arrived at this process
+        self.checkpoint_images = -1  # images at the newest checkpoint written or loaded
 
     # ----------------------------------------------------------------------------------------
     # setup helpers
@@ -198,6 +236,9 @@ class Trainer:
 
         if self.stream is not None:
             self.stream.close()
+        if self.dist is not None:
+            self._open_shard_stream()
+            return
         self.stream = RealImageStream(
             self.dataset,
             self.device,
@@ -207,6 +248,39 @@ class Trainer:
             num_workers=self.cfg.num_workers,
             cache=self._data_cache_mode(),
         )
+
+    def _open_shard_stream(self) -> None:
+        """This rank's images of each global minibatch of the shared sequence."""
+        from progan.data.shard import ShardedImageStream
+
+        start = self._data_position
+        ahead = self.images - start  # 0: the data position is the number of images shown
+
+        self.stream = ShardedImageStream(
+            self.dataset,
+            self.device,
+            offsets=self._shard_offsets,
+            batch_size_at=lambda pos: self.schedule.at(pos + ahead).batch_size,
+            seed=self.cfg.seed,
+            start=start,
+            mirror=self.cfg.mirror,
+            num_workers=self.cfg.num_workers,
+            cache=self._data_cache_mode(),
+        )
+
+    def _shard_offsets(self, batch: int) -> Any:
+        assert self.dist is not None
+        return shard_offsets(
+            batch, self.dist.world_size, self.dist.rank, self.cfg.network.mbstd_group_size
+        )
+
+    def _shard_rows(self, batch: int) -> torch.Tensor:
+        """This rank's rows of a global batch (device index tensor, cached per batch size)."""
+        rows = self._rows.get(batch)
+        if rows is None:
+            rows = torch.from_numpy(self._shard_offsets(batch)).to(self.device)
+            self._rows[batch] = rows
+        return rows
 
     @property
     def data_position(self) -> int:
@@ -222,19 +296,29 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _latents(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _latents(
+        self, n: int, rows: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Latents (and labels) of a global batch of ``n``; with ``rows``, only those rows (all
+        ranks draw the whole batch from the shared RNG, so the streams stay identical)."""
         z = torch.randn(n, self.cfg.network.latent_size, device=self.device, generator=self.rng)
         labels = None
         if self.label_table is not None:
             idx = torch.randint(len(self.label_table), (n,), device=self.device, generator=self.rng)
             labels = self.label_table[idx]
+        if rows is not None:
+            z = z[rows]
+            labels = labels[rows] if labels is not None else None
         return z, labels
 
     def train_step(self, st: PhaseState) -> dict[str, torch.Tensor]:
         """One D step and one G step on a fresh minibatch; returns detached device scalars."""
         cfg, G, D = self.cfg, self.G, self.D
         depth, alpha = st.depth, st.alpha
-        reals_u8, labels = self.stream.next(st.batch_size)
+        batch = st.batch_size  # global: this rank trains on its rows of it
+        rows = self._shard_rows(batch) if self.dist is not None else None
+        reduce_D, reduce_G = self.reducers if self.reducers is not None else (None, None)
+        reals_u8, labels = self.stream.next(batch)
         reals = real_images_for_phase(reals_u8, st.resolution, alpha)
         if cfg.channels_last and self.device.type == "cuda":
             reals = reals.contiguous(memory_format=torch.channels_last)
@@ -245,28 +329,43 @@ class Trainer:
             return D(x, depth, alpha)
 
         # D step
-        z, fake_labels = self._latents(st.batch_size)
+        z, fake_labels = self._latents(batch, rows)
+        mix = None
+        if rows is not None and cfg.loss.name == "wgan-gp" and cfg.loss.gp_lambda > 0:
+            # The penalty's mixing factors, drawn for the global batch exactly as
+            # gradient_penalty would draw them in one process (next in the RNG stream).
+            mix = torch.rand(
+                batch, 1, 1, 1, device=self.device, dtype=reals.dtype, generator=self.rng
+            )[rows]
         with self._autocast():
             with torch.no_grad():
                 fakes = G(z, fake_labels, depth, alpha)
             d_loss, d_stats = discriminator_loss(
-                cfg.loss, d_fn, reals, fakes, labels, fake_labels, generator=self.rng
+                cfg.loss, d_fn, reals, fakes, labels, fake_labels, generator=self.rng, mix=mix
             )
         self.opt_D.zero_grad(set_to_none=True)
+        if reduce_D is not None:
+            reduce_D.begin(st.phase_key)
         d_loss.backward()
+        if reduce_D is not None:
+            reduce_D.finish()
         self.opt_D.step()
 
         # G step (D frozen so that no weight gradients are computed for it)
-        z, fake_labels = self._latents(st.batch_size)
+        z, fake_labels = self._latents(batch, rows)
         D.requires_grad_(False)
         with self._autocast():
             fakes = G(z, fake_labels, depth, alpha)
             g_loss, g_stats = generator_loss(cfg.loss, d_fn, fakes, fake_labels)
         self.opt_G.zero_grad(set_to_none=True)
+        if reduce_G is not None:
+            reduce_G.begin(st.phase_key)
         g_loss.backward()
+        if reduce_G is not None:
+            reduce_G.finish()
         self.opt_G.step()
         D.requires_grad_(True)
-        update_ema(self.G_ema, G, self.ema_beta(st.batch_size))
+        update_ema(self.G_ema, G, self.ema_beta(batch))
 
         stats = {f"D/{k}": v for k, v in d_stats.items()}
         stats.update({f"G/{k}": v for k, v in g_stats.items()})
@@ -341,6 +440,7 @@ class Trainer:
         self.ticks = int(state["ticks"])
         self.seconds = float(state["seconds"])
         self._data_position = int(state["data_position"])
+        self.checkpoint_images = self.images
         self.phase_key = tuple(state["phase_key"]) if state["phase_key"] is not None else None
         if self.stream is not None:
             self._open_stream_at(self._data_position)
@@ -401,6 +501,7 @@ class Trainer:
             self.run_dir, kimg, self.images, self.state_dict(), sha, self.cfg.keep_checkpoints
         )
         self.nan_retries = 0  # progress past the failure: the next fault gets 3 tries again
+        self.checkpoint_images = self.images
         if not (metrics and self.metric_names):
             return {}
         values = self.evaluate_metrics()
@@ -525,6 +626,30 @@ class Trainer:
         if self.images == 0:
             self.write_snapshot(stats_writer, metrics=False)
             save_image_grid_reals(self, self.run_dir / "reals.png")
+
+        def close_tick(st: PhaseState) -> bool:
+            """Log the tick (and snapshot when due or stopping); True when the session ends."""
+            nonlocal tick_sums, tick_count, tick_start_images, tick_start_time, ticks_this_session
+            self.ticks += 1
+            ticks_this_session += 1
+            now = time.time()
+            self.seconds = now - session_start
+            record = self._tick_record(
+                st, tick_sums, tick_count, tick_start_images, now - tick_start_time
+            )
+            maintenance = time.time()
+            last = self.images >= total or self.stop_requested
+            stop_now = (max_ticks is not None and ticks_this_session >= max_ticks) or (
+                max_seconds is not None and now - wall_start >= max_seconds
+            )
+            if self.ticks % cfg.snapshot_ticks == 0 or last or stop_now:
+                record.update(self.write_snapshot(stats_writer))
+            record["maintenance_sec"] = round(time.time() - maintenance, 3)
+            stats_writer.write(record)
+            tick_sums, tick_count = {}, 0
+            tick_start_images, tick_start_time = self.images, time.time()
+            return stop_now
+
         try:
             while self.images < total and not self.stop_requested:
                 st = self.schedule.at(self.images)
@@ -561,27 +686,19 @@ class Trainer:
                         f"{st.resolution}px a={st.alpha:.2f} "
                         + " ".join(f"{k}={v:.3f}" for k, v in values.items() if k.endswith("/loss"))
                     )
-                if tick_done or self.images >= total or self.stop_requested:
-                    self.ticks += 1
-                    ticks_this_session += 1
-                    now = time.time()
-                    self.seconds = now - session_start
-                    record = self._tick_record(
-                        st, tick_sums, tick_count, tick_start_images, now - tick_start_time
-                    )
-                    maintenance = time.time()
-                    last = self.images >= total or self.stop_requested
-                    stop_now = (max_ticks is not None and ticks_this_session >= max_ticks) or (
-                        max_seconds is not None and now - wall_start >= max_seconds
-                    )
-                    if self.ticks % cfg.snapshot_ticks == 0 or last or stop_now:
-                        record.update(self.write_snapshot(stats_writer))
-                    record["maintenance_sec"] = round(time.time() - maintenance, 3)
-                    stats_writer.write(record)
-                    tick_sums, tick_count = {}, 0
-                    tick_start_images, tick_start_time = self.images, time.time()
-                    if stop_now:
-                        break
+                tick_end = tick_done or self.images >= total or self.stop_requested
+                if tick_end and close_tick(st):
+                    break
+            if self.stop_requested and self.checkpoint_images != self.images:
+                # The signal came after this iteration's last look at the flag: fold in the
+                # losses not read back yet and close a short tick with a checkpoint here.
+                if self.images == tick_start_images:  # the tick is already logged
+                    self.write_snapshot(stats_writer)
+                else:
+                    for k, v in sums.items():
+                        tick_sums[k] = tick_sums.get(k, 0.0) + v.item()
+                    tick_count += count
+                    close_tick(self.schedule.at(self.images - 1))
         finally:
             bar.close()
             stats_writer.close()
