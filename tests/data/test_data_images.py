@@ -89,6 +89,30 @@ def test_truncated_png_is_bad():
         decode_image(data[: len(data) // 2], "t.png")
 
 
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height 8-bit grayscale pixels (no pixel data)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"")
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_refused_before_decoding():
+    """A tiny file that claims 100,000 x 100,000 pixels (10 GB decoded) is reported as too
+    large, without allocating the image."""
+    data = _png_header_only(100_000, 100_000)
+    assert len(data) < 100
+    with pytest.raises(BadImageError, match="image too large") as info:
+        decode_image(data, "bomb.png")
+    assert "bomb.png" in str(info.value)
+
+
 def test_center_crop_takes_the_middle():
     arr = np.zeros((8, 16, 1), np.uint8)
     arr[:, 4:12] = 255  # the central 8x8 square is white, the sides black
