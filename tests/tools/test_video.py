@@ -97,9 +97,9 @@ def _fake_run(run_dir):
     colours = {0: 50, 100: 100, 200: 150, 300: 200}
     for kimg, value in colours.items():
         size = 16 if kimg < 200 else 32
-        Image.fromarray(np.full((size, size * 2, 3), value, np.uint8)).save(
-            run_dir / f"fakes{kimg:06d}.png"
-        )
+        # training's names (kimg to the image), and one older whole-kimg name
+        name = f"fakes{kimg:06d}.png" if kimg == 300 else f"fakes-{kimg + 0.016:010.3f}.png"
+        Image.fromarray(np.full((size, size * 2, 3), value, np.uint8)).save(run_dir / name)
     lines = [
         {"kimg": 0.0, "resolution": 4},
         {"kimg": 150.0, "resolution": 8},
@@ -113,7 +113,7 @@ def _fake_run(run_dir):
 def test_timelapse_snapshots_and_video(tmp_path):
     run = _fake_run(tmp_path / "run")
     snaps = read_timelapse_snapshots(run)
-    assert [(k, r) for _, k, r in snaps] == [(0, 4), (100, 4), (200, 8), (300, 8)]
+    assert [(k, r) for _, k, r in snaps] == [(0.016, 4), (100.016, 4), (200.016, 8), (300, 8)]
     out = make_timelapse(run, tmp_path / "tl.mp4", fps=10, frame_seconds=0.2, hold_last_seconds=0.5)
     frames, fps, size = _read_video(out)
     assert size == (64, 32) and fps == pytest.approx(10)

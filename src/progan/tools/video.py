@@ -7,7 +7,7 @@ sphere of radius ``sqrt(latent_size)`` (where a standard normal latent lives), s
 does not shrink latents toward the origin. A grid of several independent streams can be shown
 side by side.
 
-Training time-lapse: the fixed-latent snapshot grids ``fakes{kimg:06d}.png`` of a run folder,
+Training time-lapse: the fixed-latent snapshot grids ``fakes-{kimg:010.3f}.png`` of a run folder,
 in kimg order, with the resolution and kimg printed on every frame.
 """
 
@@ -198,13 +198,17 @@ def make_interpolation_video(
 # ----------------------------------------------------------------------------------------------
 # Training time-lapse
 
-_FAKES_RE = re.compile(r"^fakes(\d+)\.png$")
+# ``fakes-000002.016.png`` as training writes them (kimg with three decimals), and the older
+# ``fakes000002.png`` (whole kimg).
+_FAKES_RE = re.compile(r"^fakes-?(\d+(?:\.\d+)?)\.png$")
 
 
-def read_timelapse_snapshots(run_dir: str | os.PathLike) -> list[tuple[Path, int, int | None]]:
+def read_timelapse_snapshots(
+    run_dir: str | os.PathLike,
+) -> list[tuple[Path, float, int | None]]:
     """List a run's snapshot grids as ``(png_path, kimg, resolution)``, sorted by kimg.
 
-    ``kimg`` comes from the file name ``fakes{kimg:06d}.png``; ``resolution`` is that of the
+    ``kimg`` comes from the file name ``fakes-{kimg:010.3f}.png``; ``resolution`` is that of the
     last ``log.jsonl`` record whose ``kimg`` is at most the snapshot's (the first record when
     none is), or None when the run has no readable log.
     """
@@ -212,7 +216,7 @@ def read_timelapse_snapshots(run_dir: str | os.PathLike) -> list[tuple[Path, int
     if not run_dir.is_dir():
         raise ProganError(f"run folder not found: {run_dir}")
     snaps = sorted(
-        (int(m.group(1)), p)
+        (float(m.group(1)), p)
         for p in run_dir.iterdir()
         if (m := _FAKES_RE.match(p.name)) is not None
     )
@@ -259,7 +263,7 @@ def _label(image: Image.Image, text: str) -> Image.Image:
 
 
 def timelapse_frames(
-    snapshots: Sequence[tuple[Path, int, int | None]], size: tuple[int, int] | None = None
+    snapshots: Sequence[tuple[Path, float, int | None]], size: tuple[int, int] | None = None
 ) -> Iterator[np.ndarray]:
     """Yield one labelled uint8 HW3 frame per snapshot.
 
@@ -274,7 +278,7 @@ def timelapse_frames(
             image = im.convert("RGB")
         if image.size != size:
             image = image.resize(size, Image.Resampling.NEAREST)
-        text = f"{kimg} kimg" if res is None else f"{res}x{res}  {kimg} kimg"
+        text = f"{kimg:g} kimg" if res is None else f"{res}x{res}  {kimg:g} kimg"
         yield np.asarray(_label(image, text))
 
 
@@ -288,7 +292,7 @@ def make_timelapse(
     """Write an MP4 of a run's snapshot grids over training.
 
     Args:
-        run_dir: run folder with ``fakes{kimg:06d}.png`` grids and (optionally) ``log.jsonl``.
+        run_dir: run folder with ``fakes-{kimg:010.3f}.png`` grids and (optionally) ``log.jsonl``.
         out_path: destination ``.mp4`` (written atomically).
         fps: video frame rate.
         frame_seconds: how long each snapshot is shown (at least one video frame).
