@@ -16,6 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+# mkstemp creates files readable by their owner only; finished files get the usual
+# permissions (0o666 minus the umask), like files written with open(). Read once at import.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], Any]) -> Path:
     """Write ``path`` atomically: ``write_fn`` receives a binary file object to write into.
@@ -31,6 +36,7 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], Any]) 
             write_fn(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp_name, 0o666 & ~_UMASK)
         os.replace(tmp_name, path)
     except BaseException:
         with contextlib.suppress(OSError):
