@@ -43,14 +43,20 @@ def gradient_penalty(
     fakes: torch.Tensor,
     target: float = 1.0,
     generator: torch.Generator | None = None,
+    mix: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-sample ``(||grad_x D(x_hat)||_2 - target)^2 / target^2`` of shape (N,).
 
-    ``x_hat`` mixes each real with its fake by one U(0, 1) factor per sample. The graph is kept
+    ``x_hat`` mixes each real with its fake by one U(0, 1) factor per sample, drawn from
+    ``generator`` as ``torch.rand(N, 1, 1, 1)``, or given as ``mix`` (N, 1, 1, 1) (data-parallel
+    training draws them for the global batch and passes each rank its rows). The graph is kept
     (``create_graph=True``) so that the penalty can be differentiated w.r.t. D's weights.
     """
     n = reals.shape[0]
-    u = torch.rand(n, 1, 1, 1, device=reals.device, dtype=reals.dtype, generator=generator)
+    if mix is not None:
+        u = mix.to(device=reals.device, dtype=reals.dtype).reshape(n, 1, 1, 1)
+    else:
+        u = torch.rand(n, 1, 1, 1, device=reals.device, dtype=reals.dtype, generator=generator)
     mixed = torch.lerp(reals.detach(), fakes.detach(), u).requires_grad_(True)
     scores, _ = discriminator(mixed)
     (grad,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
@@ -66,9 +72,11 @@ def discriminator_loss(
     labels: torch.Tensor | None = None,
     fake_labels: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    mix: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """D's loss for one minibatch. ``reals``/``fakes`` are (N, C, R, R) in [-1, 1];
-    ``labels``/``fake_labels`` are (N,) int64 class indices when the model is conditional."""
+    ``labels``/``fake_labels`` are (N,) int64 class indices when the model is conditional;
+    ``mix``: the gradient penalty's mixing factors (see :func:`gradient_penalty`)."""
     real_scores, real_logits = discriminator(reals)
     fake_scores, fake_logits = discriminator(fakes.detach())
     real_scores, fake_scores = _at_least_fp32(real_scores), _at_least_fp32(fake_scores)
@@ -77,7 +85,9 @@ def discriminator_loss(
         loss = fake_scores.mean() - real_scores.mean()
         stats["wasserstein"] = (real_scores.mean() - fake_scores.mean()).detach()
         if cfg.gp_lambda > 0:
-            penalty = gradient_penalty(discriminator, reals, fakes, cfg.gp_target, generator)
+            penalty = gradient_penalty(
+                discriminator, reals, fakes, cfg.gp_target, generator, mix=mix
+            )
             loss = loss + cfg.gp_lambda * penalty.mean()
             stats["gradient_penalty"] = penalty.mean().detach()
         if cfg.drift > 0:

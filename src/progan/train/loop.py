@@ -41,7 +41,6 @@ from progan.nn import Discriminator, Generator
 from progan.nn.resample import real_images_for_phase
 from progan.schedule import PhaseState, Schedule
 from progan.train import checkpoint as ckpt
-from progan.train.ema import make_ema_copy, update_ema
 from progan.train.distributed import (
     DEFAULT_TIMEOUT_S,
     Dist,
@@ -51,6 +50,7 @@ from progan.train.distributed import (
     init_from_env,
     shard_offsets,
 )
+from progan.train.ema import make_ema_copy, update_ema
 from progan.train.run_dir import RunLock, new_run_dir
 from progan.train.stats import StatsWriter
 
@@ -161,13 +161,27 @@ class Trainer:
         self.schedule = Schedule(cfg.schedule, net.resolution)
         self.reducers: tuple[GradientReducer, GradientReducer] | None = None
         self._rows: dict[int, torch.Tensor] = {}
+        # Buffers that training changes (batch-norm statistics of the ablation networks):
+        # rank 0's are broadcast after every step, as DDP does, so that all replicas agree.
+        self._synced_buffers: list[torch.Tensor] = []
         if dist is not None:
-            for warning in check_batch_sizes(
+            notes = check_batch_sizes(
                 self.schedule.segments(), dist.world_size, net.mbstd_group_size
+            )
+            for on, what in (
+                (net.batchnorm_g, "batch normalization in G"),
+                (net.mbdisc_kernels > 0, "minibatch discrimination in D"),
             ):
-                if self.is_main:
-                    tqdm.write(f"Note: {warning}")
+                if on:
+                    notes.append(
+                        f"{what} sees only each rank's share of the minibatch, so training "
+                        "differs from one process with the same global minibatch"
+                    )
+            if self.is_main:
+                for note in notes:
+                    tqdm.write(f"Note: {note}")
             self.reducers = (GradientReducer(self.D, dist), GradientReducer(self.G, dist))
+            self._synced_buffers = [b for m in (self.G, self.D) for b in m.buffers()]
         self.rng = torch.Generator(self.device).manual_seed(cfg.seed)
         self.label_table = (
             torch.as_tensor(self.dataset.labels, dtype=torch.int64, device=self.device)
@@ -365,6 +379,9 @@ class Trainer:
             reduce_G.finish()
         self.opt_G.step()
         D.requires_grad_(True)
+        if self._synced_buffers:
+            assert self.dist is not None
+            self.dist.broadcast_tensors(self._synced_buffers, "broadcasting network buffers")
         update_ema(self.G_ema, G, self.ema_beta(batch))
 
         stats = {f"D/{k}": v for k, v in d_stats.items()}
@@ -472,17 +489,39 @@ class Trainer:
             out.append(to_uint8(self.G_ema(z, lab, st.depth, st.alpha)).cpu())
         return torch.cat(out)
 
-    def _all_finite(self) -> bool:
+    def _finite_tensor(self) -> torch.Tensor:
         params = [p for m in (self.G, self.D, self.G_ema) for p in m.parameters()]
-        return bool(torch.stack([torch.isfinite(p).all() for p in params]).all())
+        return torch.stack([torch.isfinite(p).all() for p in params]).all()
 
-    def write_snapshot(self, stats: StatsWriter | None, metrics: bool = True) -> dict[str, float]:
+    def _all_finite(self) -> bool:
+        return bool(self._finite_tensor())
+
+    def write_snapshot(
+        self, stats: StatsWriter | None, metrics: bool = True, reals_grid: bool = False
+    ) -> dict[str, float]:
         """Sample grid, EMA generator snapshot and full training state for the current kimg;
-        then the configured metrics of the snapshot (returned as flat ``metric/...`` values)."""
-        from progan.tools.grid import make_grid, save_image_grid
+        then the configured metrics of the snapshot (returned as flat ``metric/...`` values).
 
+        Data-parallel: rank 0 does all of it (metrics included) while the other ranks wait
+        for it; they return {}."""
         if not self._all_finite():
             raise TrainingDiverged("weights are not finite; refusing to write a checkpoint")
+        if self.dist is None:
+            values = self._write_snapshot_files(stats, metrics, reals_grid)
+        else:
+            what = "writing a snapshot" + (" and evaluating metrics" if metrics else "")
+            values = self.dist.run_on_main(
+                lambda: self._write_snapshot_files(stats, metrics, reals_grid), what
+            )
+        self.nan_retries = 0  # progress past the failure: the next fault gets 3 tries again
+        self.checkpoint_images = self.images
+        return values or {}
+
+    def _write_snapshot_files(
+        self, stats: StatsWriter | None, metrics: bool, reals_grid: bool
+    ) -> dict[str, float]:
+        from progan.tools.grid import make_grid, save_image_grid
+
         kimg = self.images / 1000.0
         st = self.schedule.at(self.images)
         grid = self.sample_grid()
@@ -500,8 +539,9 @@ class Trainer:
         ckpt.write_checkpoint(
             self.run_dir, kimg, self.images, self.state_dict(), sha, self.cfg.keep_checkpoints
         )
-        self.nan_retries = 0  # progress past the failure: the next fault gets 3 tries again
         self.checkpoint_images = self.images
+        if reals_grid:
+            save_image_grid_reals(self, self.run_dir / "reals.png")
         if not (metrics and self.metric_names):
             return {}
         values = self.evaluate_metrics()
@@ -577,14 +617,23 @@ class Trainer:
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         def handler(signum: int, frame: Any) -> None:
-            if self.stop_requested:  # second signal: leave at once
+            if self.stop_signal or self.stop_requested:  # second signal: leave at once
                 signal.signal(signum, signal.SIG_DFL)
                 raise KeyboardInterrupt
-            self.stop_requested = True
-            tqdm.write(
-                f"Received {signal.Signals(signum).name}: finishing this step and writing a "
-                "checkpoint (send again to exit at once)."
-            )
+            self.stop_signal = True
+            name = signal.Signals(signum).name
+            if self.dist is None:
+                self.stop_requested = True
+                tqdm.write(
+                    f"Received {name}: finishing this step and writing a checkpoint (send "
+                    "again to exit at once)."
+                )
+            else:  # all ranks agree to stop at the next loss readback
+                tqdm.write(
+                    f"Received {name} (rank {self.dist.rank}): all ranks stop within "
+                    f"{self.cfg.loss_log_every} steps and rank 0 writes a checkpoint (send "
+                    "again to exit at once)."
+                )
 
         old = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -596,11 +645,13 @@ class Trainer:
         """Train until ``total_kimg`` (or ``max_ticks`` more ticks, or ``max_seconds`` of
         this session's wall-clock time at the next tick, or a stop signal)."""
         cfg = self.cfg
-        stats_writer = StatsWriter(self.run_dir)
-        stats_writer.truncate_after(self.images / 1000.0)
-        best = ckpt.read_best(self.run_dir)
-        if best is not None and best.get("kimg", 0.0) > self.images / 1000.0 + 1e-9:
-            (self.run_dir / ckpt.BEST_NAME).unlink()  # from work lost since this checkpoint
+        stats_writer = None
+        if self.is_main:  # data-parallel: only rank 0 writes files
+            stats_writer = StatsWriter(self.run_dir)
+            stats_writer.truncate_after(self.images / 1000.0)
+            best = ckpt.read_best(self.run_dir)
+            if best is not None and best.get("kimg", 0.0) > self.images / 1000.0 + 1e-9:
+                (self.run_dir / ckpt.BEST_NAME).unlink()  # from work lost since this checkpoint
         self._open_stream_at(self._data_position)
         old_handlers = self._install_signal_handlers()
         total = self.schedule.total_images
@@ -623,9 +674,9 @@ class Trainer:
         wall_start = time.time()
         ticks_this_session = 0
         first_step = True
+        time_up = False  # data-parallel: rank 0's clock, agreed at the loss readbacks
         if self.images == 0:
-            self.write_snapshot(stats_writer, metrics=False)
-            save_image_grid_reals(self, self.run_dir / "reals.png")
+            self.write_snapshot(stats_writer, metrics=False, reals_grid=True)
 
         def close_tick(st: PhaseState) -> bool:
             """Log the tick (and snapshot when due or stopping); True when the session ends."""
@@ -639,13 +690,15 @@ class Trainer:
             )
             maintenance = time.time()
             last = self.images >= total or self.stop_requested
-            stop_now = (max_ticks is not None and ticks_this_session >= max_ticks) or (
-                max_seconds is not None and now - wall_start >= max_seconds
-            )
+            out_of_time = max_seconds is not None and now - wall_start >= max_seconds
+            if self.dist is not None:
+                out_of_time = time_up
+            stop_now = (max_ticks is not None and ticks_this_session >= max_ticks) or out_of_time
             if self.ticks % cfg.snapshot_ticks == 0 or last or stop_now:
                 record.update(self.write_snapshot(stats_writer))
             record["maintenance_sec"] = round(time.time() - maintenance, 3)
-            stats_writer.write(record)
+            if stats_writer is not None:
+                stats_writer.write(record)
             tick_sums, tick_count = {}, 0
             tick_start_images, tick_start_time = self.images, time.time()
             return stop_now
@@ -656,6 +709,8 @@ class Trainer:
                 if st.phase_key != self.phase_key or first_step:
                     self._enter_phase(st)
                     first_step = False
+                if self.dist is not None:
+                    debug_fail_point(self.dist.rank, self.steps)
                 step_stats = self.train_step(st)
                 self.images += st.batch_size
                 self.steps += 1
@@ -665,12 +720,15 @@ class Trainer:
                 count += 1
                 tick_done = self.images >= tick_start_images + cfg.tick_kimg * 1000
                 if count >= cfg.loss_log_every or tick_done or self.images >= total:
-                    values = {k: v.item() / count for k, v in sums.items()}
+                    out_of_time = (
+                        max_seconds is not None and time.time() - wall_start >= max_seconds
+                    )
+                    values, weights_ok, time_up = self._read_back(sums, count, out_of_time)
                     # A non-finite gradient shows up in the weights after Adam's step and
                     # in the losses of the next step; checking losses and weights here (one
                     # host sync every loss_log_every steps) catches all three.
                     finite = all(math.isfinite(v) for v in values.values())
-                    if not finite or not self._all_finite():
+                    if not finite or not weights_ok:
                         if finite:
                             values["weights"] = math.nan
                         self._recover_from_nan(values)
@@ -695,19 +753,51 @@ class Trainer:
                 if self.images == tick_start_images:  # the tick is already logged
                     self.write_snapshot(stats_writer)
                 else:
-                    for k, v in sums.items():
-                        tick_sums[k] = tick_sums.get(k, 0.0) + v.item()
+                    if count:
+                        values, _, _ = self._read_back(sums, count, False)
+                        for k, v in values.items():
+                            tick_sums[k] = tick_sums.get(k, 0.0) + v * count
                     tick_count += count
                     close_tick(self.schedule.at(self.images - 1))
         finally:
             bar.close()
-            stats_writer.close()
+            if stats_writer is not None:
+                stats_writer.close()
             if self.stream is not None:
                 self._data_position = self.stream.position
                 self.stream.close()
                 self.stream = None
             for sig, h in old_handlers.items():
                 signal.signal(sig, h)
+
+    def _read_back(
+        self, sums: dict[str, torch.Tensor], count: int, out_of_time: bool
+    ) -> tuple[dict[str, float], bool, bool]:
+        """The host sync every ``loss_log_every`` steps: (mean losses of these steps, whether
+        all weights are finite, whether ``max_seconds`` is reached).
+
+        Data-parallel, one all-reduce makes these the same on every rank: losses averaged
+        over ranks (= over the global batch), weights finite everywhere, rank 0's clock, and
+        ``stop_requested`` set on all ranks when a stop signal reached any rank."""
+        if self.dist is None:
+            values = {k: v.item() / count for k, v in sums.items()}
+            return values, self._all_finite(), out_of_time
+        keys = list(sums)
+        flags = torch.tensor(
+            [float(self.stop_signal), float(out_of_time and self.is_main)], device=self.device
+        )
+        vec = torch.cat(
+            [
+                torch.stack([sums[k].float() for k in keys] + [(~self._finite_tensor()).float()]),
+                flags,
+            ]
+        )
+        out = self.dist.all_reduce_sum(vec, "the loss readback").tolist()
+        n, world = len(keys), self.dist.world_size
+        values = {k: out[i] / (count * world) for i, k in enumerate(keys)}
+        if out[n + 1] > 0:
+            self.stop_requested = True
+        return values, out[n] == 0, out[n + 2] > 0
 
     def _tick_record(
         self, st: PhaseState, sums: dict[str, float], count: int, start_images: int, seconds: float
@@ -744,12 +834,17 @@ class Trainer:
                 f"stopped. The last good checkpoint in {self.run_dir} is intact: resume with a "
                 "lower learning rate or a different loss."
             )
-        entry, state = ckpt.newest_valid_checkpoint(self.run_dir)
-        tqdm.write(
-            f"Non-finite losses ({bad}) at {self.images / 1000:.3f} kimg: restoring the "
-            f"checkpoint at {entry['kimg']:.3f} kimg and retrying with a new random stream "
-            f"(try {self.nan_retries} of 3)."
+        entry, state = _on_main_shared(
+            self.dist,
+            lambda: ckpt.newest_valid_checkpoint(self.run_dir),
+            "loading the newest checkpoint",
         )
+        if self.is_main:
+            tqdm.write(
+                f"Non-finite losses ({bad}) at {self.images / 1000:.3f} kimg: restoring the "
+                f"checkpoint at {entry['kimg']:.3f} kimg and retrying with a new random stream "
+                f"(try {self.nan_retries} of 3)."
+            )
         retries = self.nan_retries
         self.load_state_dict(state, source=str(self.run_dir / entry["state"]))
         self.nan_retries = retries
@@ -772,6 +867,14 @@ def _describe(cfg: TrainConfig) -> str:
     return f"{name}-{cfg.preset}-{cfg.network.resolution}"
 
 
+def _on_main_shared(dist: Dist | None, fn: Any, what: str) -> Any:
+    """``fn()`` in a single process; data-parallel, rank 0 runs it and every rank gets the
+    result (a rank-0 failure is reported on all ranks)."""
+    if dist is None:
+        return fn()
+    return dist.run_on_main(fn, what, share=True)
+
+
 def train(
     cfg: TrainConfig | None = None,
     *,
@@ -780,38 +883,83 @@ def train(
     progress: bool = True,
     max_ticks: int | None = None,
     max_seconds: float | None = None,
+    dist_timeout: float = DEFAULT_TIMEOUT_S,
 ) -> Path:
     """Train a new run (``cfg``) or continue one (``resume``: a run folder or a
     ``state-*.pt`` file). ``total_kimg`` may extend a resumed run; ``max_ticks`` and
     ``max_seconds`` end this session early (with a checkpoint). Returns the run folder.
+
+    Launched by torchrun (``WORLD_SIZE`` > 1) this process is one rank of a data-parallel job
+    (:mod:`progan.train.distributed`; collectives time out after ``dist_timeout`` seconds):
+    rank 0 creates or locks the run folder and reads the config and checkpoint, and shares
+    them with the other ranks, which need no access to the run folder.
     """
-    if resume is not None:
-        resume = Path(resume)
-        run_dir = resume if resume.is_dir() else resume.parent
-        cfg = load_config(run_dir / "config.json")
-        if total_kimg is not None:
-            cfg.schedule.total_kimg = float(total_kimg)
-        cfg.validate()
-    else:
-        if cfg is None:
-            raise ConfigError("train() needs a config or resume=")
-        if total_kimg is not None:
-            cfg = replace(cfg, schedule=replace(cfg.schedule, total_kimg=float(total_kimg)))
-        cfg.validate()
-        run_dir = new_run_dir(cfg.outdir, _describe(cfg))
-    with RunLock(run_dir):
-        save_config(cfg, run_dir / "config.json")
-        trainer = Trainer(cfg, run_dir, progress=progress)
-        if resume is not None:
-            if resume.is_dir():
-                entry, state = ckpt.newest_valid_checkpoint(run_dir)
-                source = str(run_dir / entry["state"])
+    ctx = init_from_env(dist_timeout)
+    if ctx is None:
+        return _train(None, cfg, resume, total_kimg, progress, max_ticks, max_seconds)
+    failed = True
+    try:
+        run_dir = _train(ctx, cfg, resume, total_kimg, progress, max_ticks, max_seconds)
+        failed = False
+        return run_dir
+    except BaseException as exc:
+        ctx.report_failure(exc)
+        raise
+    finally:
+        ctx.close(failed=failed)
+
+
+def _train(
+    ctx: Dist | None,
+    cfg: TrainConfig | None,
+    resume: str | Path | None,
+    total_kimg: float | None,
+    progress: bool,
+    max_ticks: int | None,
+    max_seconds: float | None,
+) -> Path:
+    main = ctx is None or ctx.is_main
+    resume = Path(resume) if resume is not None else None
+    with contextlib.ExitStack() as stack:
+
+        def prepare() -> tuple[str, dict[str, Any]]:
+            """Rank 0: the config and the (new or locked) run folder."""
+            nonlocal cfg
+            if resume is not None:
+                run_dir = resume if resume.is_dir() else resume.parent
+                cfg = load_config(run_dir / "config.json")
+                if total_kimg is not None:
+                    cfg.schedule.total_kimg = float(total_kimg)
+                cfg.validate()
             else:
-                state, source = ckpt.load_training_state(resume), str(resume)
+                if cfg is None:
+                    raise ConfigError("train() needs a config or resume=")
+                if total_kimg is not None:
+                    cfg = replace(cfg, schedule=replace(cfg.schedule, total_kimg=float(total_kimg)))
+                cfg.validate()
+                run_dir = new_run_dir(cfg.outdir, _describe(cfg))
+            stack.enter_context(RunLock(run_dir))
+            save_config(cfg, run_dir / "config.json")
+            return str(run_dir), to_dict(cfg)
+
+        run_dir_str, cfg_dict = _on_main_shared(ctx, prepare, "preparing the run folder")
+        run_dir = Path(run_dir_str)
+        cfg = from_dict(TrainConfig, cfg_dict)
+        trainer = Trainer(cfg, run_dir, progress=progress, dist=ctx)
+        if resume is not None:
+
+            def load() -> tuple[dict[str, Any], str]:
+                if resume.is_dir():
+                    entry, state = ckpt.newest_valid_checkpoint(run_dir)
+                    return state, str(run_dir / entry["state"])
+                return ckpt.load_training_state(resume), str(resume)
+
+            state, source = _on_main_shared(ctx, load, "loading the checkpoint")
             trainer.load_state_dict(state, source=source)
-            if progress:
+            del state
+            if progress and main:
                 tqdm.write(f"Resuming {run_dir} at {trainer.images / 1000:.3f} kimg from {source}")
         trainer.run(max_ticks=max_ticks, max_seconds=max_seconds)
-        if trainer.stop_requested:
+        if trainer.stop_requested and main:
             tqdm.write(f"Stopped; checkpoint written. Resume with: progan train --resume {run_dir}")
     return run_dir

@@ -1,0 +1,207 @@
+"""``ShardedImageStream``: one rank's share of the global real-image sequence.
+
+Data-parallel training splits every global minibatch of ``B`` images (positions
+``p .. p+B-1`` of the sequence defined in :mod:`progan.data.loader`) over the ranks. Each rank
+reads only its own images: ``offsets(B)`` gives the rank's positions within the global batch,
+in the order in which they form the rank's local batch (see
+:func:`progan.train.distributed.shard_offsets`). So the shards of all ranks are disjoint,
+together they are exactly the images one process would see, and the stream's ``position`` is
+the *global* position, which does not depend on the number of ranks: a run resumed with a
+different number of ranks continues the same sequence.
+
+* ``cache="none"``: ``num_workers`` DataLoader processes read ahead, one item per step (the
+  rank's images of that step). To know the global batch sizes ahead of time the stream takes
+  ``batch_size_at(position)``; if the trainer asks for another size, the read-ahead is
+  discarded and restarted at the current position (always correct, merely slower).
+* ``cache="cpu"`` / ``"device"``: the whole dataset is decoded once and the rank's images are
+  gathered from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from progan.data.dataset import ImageDataset
+from progan.data.loader import (
+    CACHE_MODES,
+    ShuffledOrder,
+    labels_tensor,
+    load_all_images,
+    mirror_flags,
+)
+from progan.errors import ConfigError
+
+OffsetsFn = Callable[[int], np.ndarray]
+
+
+def dataset_indices(order: ShuffledOrder, positions: np.ndarray) -> np.ndarray:
+    """int64 dataset indices shown at arbitrary global ``positions`` (int64 array)."""
+    pos = np.asarray(positions, dtype=np.int64)
+    epochs = pos // order.size
+    out = np.empty(len(pos), dtype=np.int64)
+    for e in np.unique(epochs):
+        sel = epochs == e
+        out[sel] = order.permutation(int(e))[pos[sel] - int(e) * order.size]
+    return out
+
+
+class _PositionReader(Dataset):
+    """Item = ``(start, batch, positions)`` -> ``(start, batch, images, labels)``; runs in
+    DataLoader workers."""
+
+    def __init__(self, dataset: ImageDataset, seed: int, mirror: bool):
+        self.dataset = dataset
+        self.seed = seed
+        self.mirror = mirror
+        self.order = ShuffledOrder(seed, len(dataset))
+        self.labels = labels_tensor(dataset)
+
+    def __len__(self) -> int:
+        return 2**62  # endless; only indexed through _Steps
+
+    def __getitem__(self, item: tuple[int, int, np.ndarray]):
+        start, batch, positions = item
+        idx = dataset_indices(self.order, positions)
+        images = np.stack([self.dataset.read_image(int(i)) for i in idx])
+        if self.mirror:
+            flip = mirror_flags(self.seed, positions)
+            images[flip] = images[flip][..., ::-1]
+        return start, batch, torch.from_numpy(np.ascontiguousarray(images)), self.labels[idx]
+
+
+class _Steps(Sampler):
+    """Endless: ``(start, B, start + offsets(B))`` for consecutive steps from ``start``."""
+
+    def __init__(self, start: int, batch_size_at: Callable[[int], int], offsets: OffsetsFn):
+        self.start = start
+        self.batch_size_at = batch_size_at
+        self.offsets = offsets
+
+    def __iter__(self) -> Iterator[tuple[int, int, np.ndarray]]:
+        pos = self.start
+        for _ in itertools.count():
+            batch = int(self.batch_size_at(pos))
+            yield pos, batch, pos + np.asarray(self.offsets(batch), dtype=np.int64)
+            pos += batch
+
+
+class ShardedImageStream:
+    """This rank's images of each global minibatch (see the module docstring).
+
+    ``next(B)`` returns ``images``: uint8 ``(len(offsets(B)), C, R, R)`` and ``labels``: int64,
+    both on ``device``, and advances ``position`` by the global batch size ``B``.
+    """
+
+    def __init__(
+        self,
+        dataset: ImageDataset,
+        device: torch.device | str,
+        *,
+        offsets: OffsetsFn,
+        batch_size_at: Callable[[int], int] | None = None,
+        seed: int = 0,
+        start: int = 0,
+        mirror: bool = False,
+        num_workers: int = 2,
+        cache: str = "none",
+    ):
+        if cache not in CACHE_MODES:
+            raise ConfigError(f"cache must be one of {', '.join(CACHE_MODES)}, got {cache!r}")
+        if start < 0 or num_workers < 0:
+            raise ConfigError("start and num_workers must be >= 0")
+        self.dataset = dataset
+        self.device = torch.device(device)
+        self.offsets = offsets
+        self.batch_size_at = batch_size_at
+        self.seed = int(seed)
+        self.mirror = bool(mirror)
+        self.num_workers = int(num_workers)
+        self.cache = cache
+        self._position = int(start)
+        self._order = ShuffledOrder(self.seed, len(dataset))
+        self._pin = self.device.type == "cuda"
+        self._iter: Iterator | None = None
+        self._images: torch.Tensor | None = None
+        self._labels: torch.Tensor | None = None
+        if cache != "none":
+            target = self.device if cache == "device" else torch.device("cpu")
+            self._images = load_all_images(dataset, self.num_workers).to(target)
+            self._labels = labels_tensor(dataset).to(target)
+
+    @property
+    def position(self) -> int:
+        """Global images consumed (by all ranks together): the ``start`` that resumes."""
+        return self._position
+
+    def next(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if self._images is not None:
+            out = self._gather_cached(batch_size)
+        else:
+            out = self._take_streamed(batch_size)
+        self._position += batch_size
+        return out
+
+    def _positions(self, batch_size: int) -> np.ndarray:
+        return self._position + np.asarray(self.offsets(batch_size), dtype=np.int64)
+
+    def _gather_cached(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self._images is not None and self._labels is not None
+        dev = self._images.device
+        pos = self._positions(batch_size)
+        idx = torch.from_numpy(dataset_indices(self._order, pos)).to(dev)
+        images = self._images[idx]
+        if self.mirror:
+            flip = torch.from_numpy(mirror_flags(self.seed, pos)).to(dev).view(-1, 1, 1, 1)
+            images = torch.where(flip, images.flip(3), images)
+        return self._to_device(images), self._to_device(self._labels[idx])
+
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        if t.device == self.device:
+            return t
+        if self._pin and not t.is_pinned():
+            t = t.pin_memory()
+        return t.to(self.device, non_blocking=self._pin)
+
+    def _start_workers(self, batch_size: int) -> None:
+        sizes = self.batch_size_at or (lambda _pos: batch_size)
+        loader = DataLoader(
+            _PositionReader(self.dataset, self.seed, self.mirror),
+            batch_size=None,
+            sampler=_Steps(self._position, sizes, self.offsets),
+            num_workers=self.num_workers,
+            pin_memory=self._pin,
+        )
+        self._iter = iter(loader)
+
+    def _take_streamed(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._iter is None:
+            self._start_workers(batch_size)
+        assert self._iter is not None
+        start, batch, images, labels = next(self._iter)
+        if int(start) != self._position or int(batch) != batch_size:
+            # The read-ahead assumed other batch sizes than the caller's: restart exactly
+            # here, from now on assuming that the batch size stays the same.
+            self.close()
+            self.batch_size_at = None
+            self._start_workers(batch_size)
+            start, batch, images, labels = next(self._iter)
+        return self._to_device(images), self._to_device(labels)
+
+    def close(self) -> None:
+        """Stop the worker processes (a later ``next`` restarts them at ``position``)."""
+        it, self._iter = self._iter, None
+        shutdown = getattr(it, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()

@@ -1,0 +1,607 @@
+"""Data-parallel training on ``torch.distributed``: several GPUs, several nodes.
+
+Launch with ``torchrun --nproc_per_node=N -m progan train ...`` (one node) or with torchrun's
+rendezvous across nodes; ``progan train --gpus N`` starts N local workers itself
+(:func:`launch_local`). :func:`init_from_env` reads torchrun's environment (``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``) and joins the process group:
+NCCL for CUDA tensors and gloo for CPU tensors (one process group ``cpu:gloo,cuda:nccl`` on
+GPU machines, plain gloo elsewhere), every collective with a timeout.
+
+How N ranks compute the update of one process with the whole global batch (see
+docs/ARCHITECTURE.md, "Distributed training"):
+
+* every rank draws the random numbers of the *global* batch from the shared RNG (same seed, same
+  draws) and keeps its rows (:func:`shard_offsets`), and reads only its own real images;
+* the rows are chosen so that each minibatch-stddev group of the global batch lies inside one
+  rank (exactly, when the group size divides the per-rank batch);
+* gradients are averaged over ranks (:class:`GradientReducer`): per-rank mean losses averaged
+  over equal shards are the global mean loss.
+
+Weights, Adam states, EMA, schedule position and RNG therefore stay identical on all ranks, and
+rank 0's checkpoint is the same as one process would write: a run resumes with any number of
+ranks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing.connection
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from progan.errors import ConfigError, ProganError
+
+DEFAULT_TIMEOUT_S = 300.0
+# Other ranks wait this long for rank 0's snapshot, checkpoint and metrics (or its loading of a
+# checkpoint); a rank that dies is noticed at once, this only bounds a *hung* rank 0.
+SLOW_TIMEOUT_S = 3 * 3600.0
+BUCKET_BYTES = 25 * 2**20
+DEBUG_FAIL_ENV = "PROGAN_DEBUG_FAIL"  # "RANK:STEP": raise on that rank at that step (tests)
+
+
+class DistributedError(ProganError):
+    """A collective operation failed or timed out (usually because another rank failed)."""
+
+
+def env_world_size() -> int:
+    """``WORLD_SIZE`` set by torchrun (1 when not launched by it)."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
+    except ValueError as exc:
+        raise ConfigError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number") from exc
+
+
+def env_rank() -> int:
+    """``RANK`` set by torchrun (0 when not launched by it)."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+# --------------------------------------------------------------------------------------------
+# How the global batch is split
+
+
+def shard_offsets(batch: int, world: int, rank: int, group_size: int = 0) -> np.ndarray:
+    """int64 offsets within a global batch of ``batch`` samples that ``rank`` of ``world``
+    trains on, in the order of its local batch; the shards of all ranks are disjoint and
+    cover the batch.
+
+    The minibatch-stddev layer (:class:`progan.nn.layers.MinibatchStdDev`) puts sample ``n``
+    of a batch of N into group ``n % (N // g)``. With ``g`` dividing the per-rank batch, rank
+    ``r`` takes the groups ``r*M_r .. (r+1)*M_r - 1`` (``M_r`` = per-rank batch // g), laid out
+    so that the layer forms exactly the same groups on the rank as on the whole batch. Otherwise
+    (or without the layer) the rank takes a contiguous slice.
+    """
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"bad rank {rank} of {world}")
+    if batch % world:
+        raise ConfigError(f"a global minibatch of {batch} does not split over {world} ranks")
+    per = batch // world
+    from progan.nn.layers import effective_group_size
+
+    g = effective_group_size(batch, group_size) if group_size > 0 else 1
+    if per % g:
+        return np.arange(rank * per, (rank + 1) * per, dtype=np.int64)
+    m, m_r = batch // g, per // g
+    offsets = np.arange(g)[:, None] * m + rank * m_r + np.arange(m_r)[None, :]
+    return offsets.reshape(-1).astype(np.int64)
+
+
+def groups_stay_exact(batch: int, world: int, group_size: int) -> bool:
+    """Whether the minibatch-stddev groups on the ranks are those of one process."""
+    if group_size <= 0 or batch % world:
+        return True
+    from progan.nn.layers import effective_group_size
+
+    return (batch // world) % effective_group_size(batch, group_size) == 0
+
+
+def check_batch_sizes(segments: list[Any], world: int, group_size: int) -> list[str]:
+    """Raise :class:`ConfigError` naming the first phase whose global minibatch does not
+    split over ``world`` ranks; return warnings for phases whose stddev groups differ from
+    one process's."""
+    warnings = []
+    for seg in segments:
+        name = f"{'fade-in' if seg.fading else 'stabilization'} phase at {seg.resolution}x" + str(
+            seg.resolution
+        )
+        if seg.batch_size % world:
+            raise ConfigError(
+                f"the {name} ({seg.start_kimg:g}-{seg.end_kimg:g} kimg) has a global minibatch "
+                f"of {seg.batch_size}, which does not split evenly over {world} ranks; use a "
+                f"minibatch that is a multiple of {world} (--batch, or schedule.minibatch)"
+            )
+        if not groups_stay_exact(seg.batch_size, world, group_size):
+            warnings.append(
+                f"{name}: {seg.batch_size // world} images per rank is not a multiple of the "
+                f"minibatch-stddev group size; groups form within each rank's images, so "
+                f"training differs slightly from one process with the same global minibatch"
+            )
+    return warnings
+
+
+# --------------------------------------------------------------------------------------------
+# The process group
+
+
+class Dist:
+    """This process's place in a data-parallel job and the collectives the trainer uses.
+
+    Every collective is wrapped so that a failure or timeout becomes a
+    :class:`DistributedError` naming this rank and saying that another rank probably failed.
+    """
+
+    def __init__(
+        self, rank: int, world_size: int, local_rank: int, timeout_s: float, owns_group: bool
+    ) -> None:
+        self.rank = rank
+        self.world_size = world_size
+        self.local_rank = local_rank
+        self.timeout_s = float(timeout_s)
+        self.owns_group = owns_group
+        self.cpu = torch.device("cpu")
+        # A gloo group with a long timeout for waiting on rank 0's files, metrics and
+        # checkpoint loading (a CPU group also carries the pickled objects).
+        with self.guard("creating the process group for waiting on rank 0"):
+            self.slow_group = dist.new_group(
+                backend="gloo", timeout=timedelta(seconds=max(self.timeout_s, SLOW_TIMEOUT_S))
+            )
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def __repr__(self) -> str:
+        return f"Dist(rank={self.rank}, world_size={self.world_size})"
+
+    # devices
+
+    def device_for(self, name: str) -> torch.device:
+        """The training device of this rank for a ``--device`` value: ``auto``/``cuda``
+        -> ``cuda:LOCAL_RANK`` (``auto`` falls back to the CPU); ``cpu`` -> CPU."""
+        kind = torch.device("cuda" if name == "auto" else name).type
+        if name == "auto" and not torch.cuda.is_available():
+            kind = "cpu"
+        if kind == "cpu":
+            return self.cpu
+        if kind != "cuda":
+            raise ConfigError(f"device {name!r} is not supported for distributed training")
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name} but CUDA is not available on rank {self.rank}")
+        if self.local_rank >= torch.cuda.device_count():
+            raise ConfigError(
+                f"rank {self.rank} has LOCAL_RANK {self.local_rank} but only "
+                f"{torch.cuda.device_count()} GPUs are visible; start at most that many "
+                "processes per node"
+            )
+        return torch.device("cuda", self.local_rank)
+
+    # collectives
+
+    @contextlib.contextmanager
+    def guard(self, what: str) -> Iterator[None]:
+        """Turn a failing/timed-out collective into a clear :class:`DistributedError`."""
+        try:
+            yield
+        except DistributedError:
+            raise
+        except (RuntimeError, OSError) as exc:  # DistBackendError etc. are RuntimeErrors
+            raise DistributedError(
+                f"rank {self.rank} of {self.world_size}: {what} failed or timed out "
+                f"(timeout {self.timeout_s:g} s). Another rank has probably failed first; see "
+                f"its message. Details: {str(exc).strip().splitlines()[0] if str(exc) else exc!r}"
+            ) from exc
+
+    def broadcast_object(self, obj: Any = None, what: str = "waiting for rank 0") -> Any:
+        """Rank 0's ``obj`` (picklable) on every rank, over the slow CPU group."""
+        box = [obj if self.is_main else None]
+        with self.guard(what):
+            dist.broadcast_object_list(box, src=0, group=self.slow_group, device=self.cpu)
+        return box[0]
+
+    def all_reduce_sum(self, tensor: torch.Tensor, what: str = "all-reduce") -> torch.Tensor:
+        """In-place sum over ranks (NCCL for CUDA tensors, gloo for CPU tensors)."""
+        with self.guard(what):
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def broadcast_tensors(self, tensors: list[torch.Tensor], what: str) -> None:
+        """Overwrite ``tensors`` with rank 0's values."""
+        with self.guard(what), torch.no_grad():
+            for t in tensors:
+                dist.broadcast(t, src=0)
+
+    def run_on_main(self, fn: Callable[[], Any], what: str, share: bool = False) -> Any:
+        """Run ``fn`` on rank 0 only while the others wait (on the slow group). A failure on
+        rank 0 is re-raised there and reported on the others as a :class:`DistributedError`.
+        Returns ``fn()``'s result on rank 0, and on the others None, or with ``share`` rank
+        0's result (it must be picklable)."""
+        if not self.is_main:
+            error, result = self.broadcast_object(None, what=f"waiting for rank 0 ({what})")
+            if error is not None:
+                raise DistributedError(f"rank 0 failed while {what}: {error}")
+            return result
+        try:
+            result = fn()
+        except BaseException as exc:
+            with contextlib.suppress(DistributedError):
+                self.broadcast_object((f"{type(exc).__name__}: {exc}", None), what=what)
+            raise
+        self.broadcast_object((None, result if share else None), what=what)
+        return result
+
+    # teardown
+
+    def report_failure(self, exc: BaseException) -> None:
+        """One clear line on stderr naming this rank (the first failing rank's line is the
+        cause; the others usually report a failed collective)."""
+        if isinstance(exc, KeyboardInterrupt):
+            text = "interrupted"
+        else:
+            text = f"{type(exc).__name__}: {exc}"
+        print(
+            f"progan: rank {self.rank} of {self.world_size} failed: {text}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def close(self, failed: bool = False) -> None:
+        """Leave the process group (if we created it). After a failure this must not hang:
+        the teardown runs in a helper thread that is abandoned after a few seconds."""
+        if not (self.owns_group and dist.is_available() and dist.is_initialized()):
+            return
+        if not failed:
+            with contextlib.suppress(RuntimeError):
+                dist.destroy_process_group()
+            return
+        t = threading.Thread(target=_quiet_destroy, daemon=True)
+        t.start()
+        t.join(10.0)
+
+
+def _quiet_destroy() -> None:
+    with contextlib.suppress(Exception):
+        dist.destroy_process_group()
+
+
+def init_from_env(timeout_s: float = DEFAULT_TIMEOUT_S) -> Dist | None:
+    """Join the job described by torchrun's environment; None for a single process.
+
+    Uses an already initialized default process group as it is (and leaves it open).
+    """
+    if timeout_s <= 0:
+        raise ConfigError(f"--dist-timeout must be > 0 seconds, got {timeout_s}")
+    initialized = dist.is_available() and dist.is_initialized()
+    if env_world_size() <= 1 and not (initialized and dist.get_world_size() > 1):
+        return None
+    if not dist.is_available():
+        raise ConfigError("WORLD_SIZE > 1 but this PyTorch build has no torch.distributed")
+    if initialized:
+        rank, world = dist.get_rank(), dist.get_world_size()
+        local_rank = int(os.environ.get("LOCAL_RANK", rank))
+        return Dist(rank, world, local_rank, timeout_s, owns_group=False)
+    missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+    if missing:
+        raise ConfigError(
+            f"WORLD_SIZE={env_world_size()} but {', '.join(missing)} not set: start distributed "
+            "training with torchrun (or progan train --gpus N)"
+        )
+    rank, world = env_rank(), env_world_size()
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    cuda = torch.cuda.is_available()
+    if cuda and local_rank < torch.cuda.device_count():
+        torch.cuda.set_device(local_rank)
+    backend = "cpu:gloo,cuda:nccl" if cuda and dist.is_nccl_available() else "gloo"
+    try:
+        dist.init_process_group(
+            backend=backend, timeout=timedelta(seconds=timeout_s), rank=rank, world_size=world
+        )
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise DistributedError(
+            f"rank {rank} of {world}: could not join the process group at "
+            f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} ({backend}): {exc}"
+        ) from exc
+    return Dist(rank, world, local_rank, timeout_s, owns_group=True)
+
+
+def debug_fail_point(rank: int, step: int) -> None:
+    """Raise on purpose when ``PROGAN_DEBUG_FAIL=RANK:STEP`` names this rank and step (for
+    testing that a failing rank stops the whole job)."""
+    spec = os.environ.get(DEBUG_FAIL_ENV)
+    if not spec:
+        return
+    want_rank, _, want_step = spec.partition(":")
+    if int(want_rank) == rank and int(want_step or 0) == step:
+        raise RuntimeError(f"{DEBUG_FAIL_ENV}: injected failure on rank {rank} at step {step}")
+
+
+# --------------------------------------------------------------------------------------------
+# Gradient averaging
+
+
+class _Bucket:
+    __slots__ = ("flat", "indices", "numels", "pending", "work")
+
+    def __init__(self, indices: list[int], numels: list[int], flat: torch.Tensor) -> None:
+        self.indices = indices
+        self.numels = numels
+        self.flat = flat
+        self.pending = 0
+        self.work: Any = None
+
+
+class _Layout:
+    def __init__(self, buckets: list[_Bucket]) -> None:
+        self.buckets = buckets
+        self.bucket_of = {i: b for b, bucket in enumerate(buckets) for i in bucket.indices}
+        self.next = 0
+
+    def reset(self) -> None:
+        self.next = 0
+        for bucket in self.buckets:
+            bucket.pending = len(bucket.indices)
+            bucket.work = None
+
+
+class GradientReducer:
+    """Averages a module's gradients over all ranks, in buckets of about ``bucket_bytes``.
+
+    Use ``begin(key)`` before ``loss.backward()`` and ``finish()`` after it (before the
+    optimizer step). ``key`` names the set of parameters that get gradients (the phase: the
+    networks are static and run only the active blocks). The first step of a key averages all
+    gradients after the backward pass and records the order in which they became ready (rank 0's
+    order is used everywhere); later steps of that key start each bucket's asynchronous
+    all-reduce from a post-accumulate-grad hook as soon as its gradients are ready, in a fixed
+    bucket order on all ranks, so communication overlaps the rest of the backward pass.
+    Parameters without a gradient keep ``grad = None`` (so Adam skips them, as in one process).
+    """
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        ctx: Dist,
+        bucket_bytes: int = BUCKET_BYTES,
+        overlap: bool = True,
+    ) -> None:
+        self.ctx = ctx
+        self.params = list(module.parameters())
+        self.bucket_bytes = int(bucket_bytes)
+        self.overlap = overlap
+        self._layouts: dict[Hashable, _Layout] = {}
+        self._layout: _Layout | None = None
+        self._key: Hashable = None
+        self._active = False
+        self._ready: list[int] = []
+        self._handles = []
+        if overlap:
+            for i, p in enumerate(self.params):
+                self._handles.append(p.register_post_accumulate_grad_hook(self._hook(i)))
+
+    def _hook(self, index: int) -> Callable[[torch.Tensor], None]:
+        def hook(_param: torch.Tensor) -> None:
+            if self._active:
+                self._on_ready(index)
+
+        return hook
+
+    def remove_hooks(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def begin(self, key: Hashable) -> None:
+        self._key = key
+        self._ready = []
+        self._layout = self._layouts.get(key)
+        if self._layout is not None:
+            self._layout.reset()
+        self._active = True
+
+    def _on_ready(self, index: int) -> None:  # runs inside the backward pass
+        self._ready.append(index)
+        lay = self._layout
+        if lay is None:
+            return
+        b = lay.bucket_of.get(index)
+        if b is None:
+            return
+        lay.buckets[b].pending -= 1
+        while lay.next < len(lay.buckets) and lay.buckets[lay.next].pending == 0:
+            self._launch(lay.buckets[lay.next])
+            lay.next += 1
+
+    def _launch(self, bucket: _Bucket) -> None:
+        """Flatten the bucket's gradients (zeros where None), pre-divide, start all-reduce."""
+        flat, offset = bucket.flat, 0
+        for i, n in zip(bucket.indices, bucket.numels, strict=True):
+            grad = self.params[i].grad
+            if grad is None:
+                flat[offset : offset + n].zero_()
+            else:
+                flat[offset : offset + n].copy_(grad.reshape(-1))
+            offset += n
+        flat.div_(self.ctx.world_size)
+        with self.ctx.guard("gradient all-reduce"):
+            bucket.work = dist.all_reduce(flat, op=dist.ReduceOp.SUM, async_op=True)
+
+    def finish(self) -> None:
+        self._active = False
+        lay = self._layout
+        if lay is None:
+            lay = self._new_layout()
+        extra = [
+            i for i, p in enumerate(self.params) if p.grad is not None and i not in lay.bucket_of
+        ]
+        while lay.next < len(lay.buckets):
+            self._launch(lay.buckets[lay.next])
+            lay.next += 1
+        extra_bucket = None
+        if extra:  # the graph changed within a phase: average these too, re-plan next time
+            self._layouts.pop(self._key, None)
+            extra_bucket = self._make_bucket(extra)
+            self._launch(extra_bucket)
+        for bucket in [*lay.buckets, *([extra_bucket] if extra_bucket else [])]:
+            with self.ctx.guard("gradient all-reduce"):
+                bucket.work.wait()
+            offset = 0
+            for i, n in zip(bucket.indices, bucket.numels, strict=True):
+                grad = self.params[i].grad
+                if grad is not None:
+                    grad.copy_(bucket.flat[offset : offset + n].view_as(grad))
+                offset += n
+            bucket.work = None
+
+    def _make_bucket(self, indices: list[int]) -> _Bucket:
+        numels = [self.params[i].numel() for i in indices]
+        p0 = self.params[indices[0]]
+        flat = torch.empty(sum(numels), dtype=p0.dtype, device=p0.device)
+        return _Bucket(indices, numels, flat)
+
+    def _new_layout(self) -> _Layout:
+        """Buckets over the parameters that have gradients, in rank 0's readiness order."""
+        have = [i for i, p in enumerate(self.params) if p.grad is not None]
+        ready = [i for i in self._ready if self.params[i].grad is not None]
+        if sorted(ready) != have:  # no hooks (overlap off): reverse registration order
+            ready = have[::-1]
+        order = self.ctx.broadcast_object(ready, what="agreeing on gradient buckets")
+        if sorted(order) != have:
+            raise DistributedError(
+                f"rank {self.ctx.rank}: the parameters with gradients differ between ranks in "
+                f"phase {self._key} ({len(have)} here, {len(order)} on rank 0)"
+            )
+        buckets, current, size = [], [], 0
+        for i in order:
+            p = self.params[i]
+            same_kind = not current or (
+                p.dtype == self.params[current[0]].dtype
+                and p.device == self.params[current[0]].device
+            )
+            nbytes = p.numel() * p.element_size()
+            if current and (size + nbytes > self.bucket_bytes or not same_kind):
+                buckets.append(self._make_bucket(current))
+                current, size = [], 0
+            current.append(i)
+            size += nbytes
+        if current:
+            buckets.append(self._make_bucket(current))
+        lay = _Layout(buckets)
+        lay.reset()
+        self._layouts[self._key] = lay
+        return lay
+
+
+# --------------------------------------------------------------------------------------------
+# --gpus N: local workers without torchrun
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _local_worker(rank: int, world: int, port: int, fn: Callable[..., int], args: tuple) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(world),
+        GROUP_RANK="0",
+    )
+    if "OMP_NUM_THREADS" not in os.environ:  # do not oversubscribe the CPU cores
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    try:
+        code = int(fn(*args) or 0)
+    except ProganError as exc:
+        print(f"Error (rank {rank} of {world}): {exc}", file=sys.stderr, flush=True)
+        code = 2
+    except KeyboardInterrupt:
+        code = 130
+    sys.stdout.flush()
+    sys.exit(code)
+
+
+def launch_local(nprocs: int, fn: Callable[..., int], *args: Any, grace_s: float = 30.0) -> int:
+    """Run ``fn(*args)`` in ``nprocs`` local worker processes forming one job (rank = local
+    rank, rendezvous on a free localhost port), as ``torchrun --nproc_per_node`` would.
+
+    ``fn`` and ``args`` must be picklable. When a worker fails, the others get SIGTERM and,
+    after ``grace_s`` seconds, SIGKILL. SIGTERM to this process is passed on to the workers
+    (which then checkpoint and stop together); Ctrl-C reaches them directly from the terminal.
+    Returns 0, or the exit status of the first worker that failed.
+    """
+    if nprocs < 1:
+        raise ConfigError(f"--gpus must be >= 1, got {nprocs}")
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    port = _free_port()
+    procs = [
+        ctx.Process(target=_local_worker, args=(r, nprocs, port, fn, args), name=f"progan-rank{r}")
+        for r in range(nprocs)
+    ]
+
+    def forward(signum: int, frame: Any) -> None:
+        if signum == signal.SIGTERM:
+            for p in procs:
+                if p.is_alive() and p.pid is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(p.pid, signal.SIGTERM)
+
+    old = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):  # not the main thread
+            old[sig] = signal.signal(sig, forward)
+    failed: tuple[int, int] | None = None
+    try:
+        for p in procs:
+            p.start()
+        running = set(range(nprocs))
+        while running and failed is None:
+            multiprocessing.connection.wait([procs[r].sentinel for r in running], timeout=1.0)
+            for r in sorted(running):
+                code = procs[r].exitcode
+                if code is None:
+                    continue
+                running.discard(r)
+                if code != 0 and failed is None:
+                    failed = (r, code)
+    finally:
+        _stop_all(procs, grace_s)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    if failed is None:
+        return 0
+    rank, code = failed
+    how = f"signal {-code}" if code < 0 else f"status {code}"
+    print(
+        f"Error: rank {rank} of {nprocs} exited with {how}; the other ranks were stopped.",
+        file=sys.stderr,
+        flush=True,
+    )
+    return code if code > 0 else 1
+
+
+def _stop_all(procs: list[Any], grace_s: float) -> None:
+    alive = [p for p in procs if p.is_alive()]
+    for p in alive:
+        p.terminate()
+    deadline = time.time() + grace_s
+    for p in alive:
+        p.join(max(0.0, deadline - time.time()))
+    for p in alive:
+        if p.is_alive():
+            p.kill()
+            p.join()
