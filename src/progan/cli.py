@@ -1,9 +1,10 @@
 """The ``progan`` command: a thin argparse layer over the Python API.
 
 Sub-commands: ``dataset create|info|align-faces``, ``train``, ``generate``, ``metrics``,
-``video``, ``timelapse``, ``grid``, ``neighbors``. Each one parses its options, calls one API
-function and prints the result. A :class:`progan.errors.ProganError` is printed as
-``Error: ...`` with exit status 2; Ctrl-C exits with status 130.
+``video``, ``timelapse``, ``grid``, ``neighbors``, ``experiment ablation|convergence``, ``plot``.
+Each one parses its options, calls one API function and prints the result. A
+:class:`progan.errors.ProganError` is printed as ``Error: ...`` with exit status 2; Ctrl-C exits
+with status 130.
 """
 
 from __future__ import annotations
@@ -196,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_metrics_command(sub)
     add_tool_commands(sub, dataset_sub)
+    from progan.experiments.commands import add_command as add_experiment_command
+    from progan.tools.plot import add_command as add_plot_command
+
+    add_experiment_command(sub)
+    add_plot_command(sub)
     return parser
 
 
