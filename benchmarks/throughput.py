@@ -72,7 +72,10 @@ REFERENCE_LR = 1e-3
 REFERENCE_BETAS = (0.0, 0.99)
 REFERENCE_EMA_BETA = 0.999
 GP_LAMBDA = 10.0
-PEAK_METHOD = "dense square matmul (2048 on CPU, 8192 on CUDA), mean rate over --peak-seconds"
+PEAK_METHOD = (
+    "faster of a square matmul (2048 on CPU, 8192 on CUDA) and a 512-channel 3x3 convolution, "
+    "fastest 0.1 s window within --peak-seconds"
+)
 DRIFT = 0.001
 
 
@@ -299,9 +302,15 @@ class PeakMemory:
     def __init__(self, device: torch.device) -> None:
         self.device = device
         if device.type == "cuda":
-            self.metric = "torch.cuda.max_memory_allocated"
+            self.metric = (
+                "torch.cuda.max_memory_allocated during the row's set-up and warm-up, minus "
+                "what was allocated before it"
+            )
         elif Path("/proc/self/clear_refs").exists():
-            self.metric = "process peak RSS (VmHWM, reset per row)"
+            self.metric = (
+                "process peak RSS (VmHWM, reset per row) during the row's set-up and warm-up; "
+                "includes the Python process and the rows built before it"
+            )
         else:
             self.metric = "process peak RSS since start (ru_maxrss)"
 
@@ -330,69 +339,56 @@ class PeakMemory:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**30
 
 
-def time_steps(
-    step: Callable[[], Any],
-    device: torch.device,
-    warmup: int,
-    steps: int | None,
-    seconds: float,
-    repeats: int = 1,
-    min_steps: int = 2,
-) -> list[tuple[int, float]]:
-    """Run ``warmup`` steps, then ``repeats`` timed runs of ``steps`` steps each (or as many as
-    fit in ``seconds``, estimated from one calibration step); returns (steps, seconds) per run.
-    """
-    for _ in range(warmup):
-        step()
+def _best_rate(fn: Callable[[], Any], flops: float, device: torch.device, seconds: float) -> float:
+    """Fastest TFLOP/s of ``fn`` (``flops`` per call) over windows of about 0.1 s."""
+    for _ in range(2):
+        fn()
     synchronize(device)
-    if steps is None:
-        t = time.perf_counter()
-        step()
-        synchronize(device)
-        one = max(time.perf_counter() - t, 1e-6)
-        steps = int(min(max(seconds / one, min_steps), 10_000))
-    runs = []
-    for _ in range(max(repeats, 1)):
-        synchronize(device)
-        t = time.perf_counter()
-        for _ in range(steps):
-            step()
-        synchronize(device)
-        runs.append((steps, time.perf_counter() - t))
-    return runs
-
-
-def _matmul_tflops(device: torch.device, dtype: torch.dtype, n: int, seconds: float) -> float:
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
+    t = time.perf_counter()
+    fn()
     synchronize(device)
-    iters, t = 0, time.perf_counter()
-    while True:
-        for _ in range(4):
-            a @ b
-        iters += 4
+    per_window = max(1, int(0.1 / max(time.perf_counter() - t, 1e-6)))
+    best, start = 0.0, time.perf_counter()
+    while time.perf_counter() - start < seconds or best == 0.0:
+        t = time.perf_counter()
+        for _ in range(per_window):
+            fn()
         synchronize(device)
-        elapsed = time.perf_counter() - t
-        if elapsed >= seconds:
-            break
-    return 2 * n**3 * iters / elapsed / 1e12
+        best = max(best, flops * per_window / (time.perf_counter() - t) / 1e12)
+    return best
 
 
-def measure_peak(device: torch.device, seconds: float = 1.0) -> dict[str, float]:
-    """Dense matmul TFLOP/s: fp32 (TF32 off) everywhere; tf32 and bf16 on CUDA."""
-    if device.type != "cuda":
-        return {"fp32": _matmul_tflops(device, torch.float32, 2048, seconds)}
-    old = torch.backends.cuda.matmul.allow_tf32
+def measure_peak(device: torch.device, seconds: float = 1.0) -> dict[str, dict[str, float]]:
+    """Peak TFLOP/s per precision: the faster of a square matmul and a 3x3 convolution with 512
+    channels (fp32 with TF32 off everywhere; tf32 and bf16 on CUDA)."""
+    cuda = device.type == "cuda"
+    n, (cn, cr) = (8192, (64, 32)) if cuda else (2048, (16, 16))
+    precisions = {"fp32": (torch.float32, False)}
+    if cuda:
+        precisions.update({"tf32": (torch.float32, True), "bf16": (torch.bfloat16, True)})
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    old_bench = torch.backends.cudnn.benchmark
+    out: dict[str, dict[str, float]] = {}
     try:
-        torch.backends.cuda.matmul.allow_tf32 = False
-        out = {"fp32": _matmul_tflops(device, torch.float32, 8192, seconds)}
-        torch.backends.cuda.matmul.allow_tf32 = True
-        out["tf32"] = _matmul_tflops(device, torch.float32, 8192, seconds)
-        out["bf16"] = _matmul_tflops(device, torch.bfloat16, 8192, seconds)
+        torch.backends.cudnn.benchmark = True
+        for name, (dtype, tf32) in precisions.items():
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+            a = torch.randn(n, n, device=device, dtype=dtype)
+            b = torch.randn(n, n, device=device, dtype=dtype)
+            mm = _best_rate(lambda a=a, b=b: a @ b, 2 * n**3, device, seconds / 2)
+            del a, b
+            x = torch.randn(cn, 512, cr, cr, device=device, dtype=dtype)
+            w = torch.randn(512, 512, 3, 3, device=device, dtype=dtype)
+            conv_flops = 2 * cn * cr * cr * 512 * 512 * 9
+            conv = _best_rate(
+                lambda x=x, w=w: torch.nn.functional.conv2d(x, w, padding=1),
+                conv_flops, device, seconds / 2,
+            )  # fmt: skip
+            del x, w
+            out[name] = {"matmul": mm, "conv3x3": conv, "peak": max(mm, conv)}
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = old
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+        torch.backends.cudnn.benchmark = old_bench
     return out
 
 
@@ -435,6 +431,7 @@ class Options:
     steps: int | None
     seconds: float
     repeats: int
+    profile: int
     flops: bool
     reference: bool
     reference_tf32: str
@@ -448,7 +445,7 @@ def _row(
     batch: int,
     alpha: float,
     runs: list[tuple[int, float]],
-    mem: PeakMemory,
+    mem_gib: float,
     flops: tuple[int, dict[str, int]] | None,
     peak_key: str,
     peaks: dict[str, float],
@@ -468,7 +465,7 @@ def _row(
         "img_per_s": round(img_s, 3),
         "ms_per_step": round(1000 * seconds / steps, 3),
         "img_per_s_repeats": [round(r, 3) for r in rates],
-        "peak_mem_gib": round(mem.read_gib(), 4),
+        "peak_mem_gib": round(mem_gib, 4),
         "flops_per_img": None,
         "tflops": None,
         "peak_key": peak_key,
@@ -486,16 +483,14 @@ def _row(
     return row
 
 
-def _error_row(
-    path: str, variant: str, res: int, batch: int, alpha: float, exc: BaseException
-) -> dict[str, Any]:
+def _error_row(path: str, variant: str, res: int, batch: int, alpha: float) -> dict[str, Any]:
     return {
         "path": path,
         "variant": variant,
         "resolution": res,
         "batch": batch,
         "alpha": alpha,
-        "error": _error_text(exc),
+        "error": None,
     }
 
 
@@ -513,59 +508,206 @@ def _borrow_flops(row: dict[str, Any], rows: list[dict[str, Any]], peaks: dict[s
             return
 
 
-def measure_reference(
-    opts: Options, res: int, batch: int, alpha: float, peaks: dict[str, float]
-) -> dict[str, Any]:
-    dev = opts.device
-    cfg = network_config(opts.preset, res)
-    mem = PeakMemory(dev)
-    mem.reset()
-    _set_reference_precision(dev, opts.reference_tf32)
-    ref = ReferenceStep(cfg.network, int(math.log2(res)) - 2, alpha, dev, seed=opts.seed)
-    torch.manual_seed(opts.seed)
-    reals = torch.rand(batch, cfg.network.channels, res, res, device=dev) * 2 - 1
-    flops = count_flops(lambda: ref(reals)) if opts.flops else None
-    runs = time_steps(lambda: ref(reals), dev, opts.warmup, opts.steps, opts.seconds, opts.repeats)
-    peak_key = "tf32" if dev.type == "cuda" and opts.reference_tf32 == "cudnn-default" else "fp32"
-    return _row("reference", "fp32", res, batch, alpha, runs, mem, flops, peak_key, peaks)
+def _trainer_flags(trainer: Any) -> None:
+    """Set the global backend flags as ``Trainer.__init__`` sets them for its config (they are
+    global, so they are set again before each timed run of an interleaved candidate)."""
+    if trainer.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = trainer.cfg.tf32
+        torch.backends.cudnn.allow_tf32 = trainer.cfg.tf32
+        torch.backends.cudnn.benchmark = not trainer.cfg.deterministic
 
 
-def measure_progan(
+class Candidate:
+    """One row of the table: a step function to prepare, warm up and time.
+
+    ``prepare`` builds it (reference step or Trainer), counts the FLOPs of one step, runs the
+    warm-up and measures its peak memory; ``timed_run`` times one run of ``steps`` steps.
+    Candidates of one resolution are timed interleaved (A B A B ...) so that other load on the
+    machine affects them alike.
+    """
+
+    def __init__(self, path: str, variant: str, opts: Options, res: int, batch: int, alpha: float):
+        self.path, self.variant, self.opts = path, variant, opts
+        self.res, self.batch, self.alpha = res, batch, alpha
+        self.depth = int(math.log2(res)) - 2
+        self.settings = variant_settings(variant)
+        self.step: Callable[[], Any] | None = None
+        self.flags: Callable[[], None] = lambda: None
+        self.trainer: Any = None
+        self.flops: tuple[int, dict[str, int]] | None = None
+        self.mem_gib = math.nan
+        self.steps = 0
+        self.runs: list[tuple[int, float]] = []
+        self.error: str | None = None
+        self.profile_table: list[dict[str, Any]] | None = None
+        dev = opts.device
+        if path == "reference":
+            cuda_tf32 = dev.type == "cuda" and opts.reference_tf32 == "cudnn-default"
+            self.peak_key = "tf32" if cuda_tf32 else "fp32"
+        elif dev.type != "cuda":
+            self.peak_key = "fp32"
+        elif self.settings["amp"] == "bf16":
+            self.peak_key = "bf16"
+        else:
+            self.peak_key = "tf32" if self.settings["tf32"] else "fp32"
+
+    def _build(self, data: Path, run_dir: Path) -> None:
+        opts, dev = self.opts, self.opts.device
+        cfg = network_config(opts.preset, self.res)
+        if self.path == "reference":
+            self.flags = lambda: _set_reference_precision(dev, opts.reference_tf32)
+            self.flags()
+            ref = ReferenceStep(cfg.network, self.depth, self.alpha, dev, seed=opts.seed)
+            torch.manual_seed(opts.seed)
+            shape = (self.batch, cfg.network.channels, self.res, self.res)
+            reals = torch.rand(shape, device=dev) * 2 - 1
+            self.step = lambda: ref(reals)
+            return
+        cfg.seed = opts.seed
+        self.trainer = make_trainer(cfg, data, run_dir, dev, self.settings)
+        self.flags = lambda: _trainer_flags(self.trainer)
+        lr = cfg.schedule.learning_rate_default
+        self.step = ProganStep(self.trainer, PhaseState(self.depth, self.alpha, self.batch, lr))
+
+    def prepare(self, data: Path, run_dir: Path) -> None:
+        opts, dev = self.opts, self.opts.device
+        mem = PeakMemory(dev)
+        mem.reset()
+        base = torch.cuda.memory_allocated(dev) / 2**30 if dev.type == "cuda" else 0.0
+        try:
+            self._build(data, run_dir)
+            assert self.step is not None
+            if self.settings["compile"]:
+                # Compile outside the counter: a dispatch mode changes what gets compiled.
+                # The FLOPs are then taken from an eager row of the same shape (same math).
+                self.step()
+            elif opts.flops:
+                self.flops = count_flops(self.step)
+            for _ in range(opts.warmup):
+                self.step()
+            synchronize(dev)
+            self.steps = opts.steps or 0
+            if not self.steps:
+                t = time.perf_counter()
+                self.step()
+                synchronize(dev)
+                one = max(time.perf_counter() - t, 1e-6)
+                self.steps = int(min(max(opts.seconds / one, 1), 10_000))
+            self.mem_gib = mem.read_gib() - base
+        except Exception as exc:
+            self.fail(exc)
+
+    def timed_run(self) -> None:
+        if self.error is not None or self.step is None:
+            return
+        dev = self.opts.device
+        try:
+            self.flags()
+            synchronize(dev)
+            t = time.perf_counter()
+            for _ in range(self.steps):
+                self.step()
+            synchronize(dev)
+            self.runs.append((self.steps, time.perf_counter() - t))
+        except Exception as exc:
+            self.fail(exc)
+
+    def profile(self, top: int) -> None:
+        """torch.profiler over one step: the ``top`` ops by self time (device time on CUDA)."""
+        if self.error is not None or self.step is None or top <= 0:
+            return
+        from torch.profiler import ProfilerActivity, profile
+
+        dev = self.opts.device
+        cuda = dev.type == "cuda"
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        try:
+            self.flags()
+            synchronize(dev)
+            with profile(activities=activities) as prof:
+                self.step()
+                synchronize(dev)
+        except Exception as exc:
+            self.profile_table = [{"error": _error_text(exc)}]
+            return
+
+        def self_us(e: Any) -> float:
+            if cuda:
+                return float(
+                    getattr(e, "self_device_time_total", None)
+                    or getattr(e, "self_cuda_time_total", 0.0)
+                )
+            return float(e.self_cpu_time_total)
+
+        events = [e for e in prof.key_averages() if self_us(e) > 0]
+        total = sum(self_us(e) for e in events) or 1.0
+        events.sort(key=self_us, reverse=True)
+        self.profile_table = [
+            {"op": e.key, "self_ms": round(self_us(e) / 1000, 3),
+             "percent": round(100 * self_us(e) / total, 2), "calls": e.count}
+            for e in events[:top]
+        ]  # fmt: skip
+
+    def fail(self, exc: BaseException) -> None:
+        self.error = _error_text(exc)
+        self.close()
+
+    def close(self) -> None:
+        if self.trainer is not None and self.trainer.stream is not None:
+            self.trainer.stream.close()
+        self.step = self.trainer = None
+
+    def row(self, peaks: dict[str, float]) -> dict[str, Any]:
+        if self.error is not None or not self.runs:
+            err = _error_row(self.path, self.variant, self.res, self.batch, self.alpha)
+            err["error"] = self.error or "not measured"
+            return err
+        row = _row(
+            self.path, self.variant, self.res, self.batch, self.alpha, self.runs,
+            self.mem_gib, self.flops, self.peak_key, peaks,
+        )  # fmt: skip
+        if self.profile_table is not None:
+            row["profile"] = self.profile_table
+        return row
+
+
+def measure_resolution(
     opts: Options,
     res: int,
     batch: int,
     alpha: float,
-    variant: str,
+    variants: list[str],
     data: Path,
     run_dir: Path,
     peaks: dict[str, float],
-) -> dict[str, Any]:
-    dev = opts.device
-    settings = variant_settings(variant)
-    cfg = network_config(opts.preset, res)
-    cfg.seed = opts.seed
-    mem = PeakMemory(dev)
-    mem.reset()
-    trainer = make_trainer(cfg, data, run_dir, dev, settings)
-    try:
-        st = PhaseState(int(math.log2(res)) - 2, alpha, batch, cfg.schedule.learning_rate_default)
-        step = ProganStep(trainer, st)
-        flops = None
-        if settings["compile"]:
-            # Compile outside the counter: a dispatch mode would change what gets compiled.
-            # The FLOPs are then taken from an eager row of the same shape (same math).
-            step()
-        elif opts.flops:
-            flops = count_flops(step)
-        runs = time_steps(step, dev, opts.warmup, opts.steps, opts.seconds, opts.repeats)
-    finally:
-        if trainer.stream is not None:
-            trainer.stream.close()
-    if dev.type == "cuda":
-        peak_key = "bf16" if settings["amp"] == "bf16" else ("tf32" if settings["tf32"] else "fp32")
-    else:
-        peak_key = "fp32"
-    return _row("progan", variant, res, batch, alpha, runs, mem, flops, peak_key, peaks)
+) -> list[dict[str, Any]]:
+    """Rows of the reference (when on) and every variant at one resolution and alpha."""
+    cands = [Candidate("reference", "fp32", opts, res, batch, alpha)] if opts.reference else []
+    cands += [Candidate("progan", v, opts, res, batch, alpha) for v in variants]
+    for c in cands:
+        c.prepare(data, run_dir)
+    for _ in range(max(opts.repeats, 1)):
+        for c in cands:
+            c.timed_run()
+    for c in cands:
+        c.profile(opts.profile)
+    rows = [c.row(peaks) for c in cands]
+    for c in cands:
+        c.close()
+    if any(c.settings["compile"] for c in cands):
+        torch._dynamo.reset()
+    ref = rows[0] if opts.reference and not rows[0].get("error") else None
+    for row in rows:
+        if row.get("error"):
+            continue
+        if row["flops_per_img"] is None and opts.flops:
+            _borrow_flops(row, rows, peaks)
+        if ref is not None and row is not ref:
+            row["speedup_vs_reference"] = round(row["img_per_s"] / ref["img_per_s"], 3)
+    gc.collect()
+    if opts.device.type == "cuda":
+        torch.cuda.empty_cache()
+    return rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -678,13 +820,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--alpha", default="1", help="comma list of fade alphas, e.g. 1,0.5")
     ap.add_argument("--warmup", type=int, help="warm-up steps (default 5 on CUDA, 1 on CPU)")
     ap.add_argument("--steps", type=int, help="timed steps (default 30 on CUDA; on CPU --seconds)")
-    ap.add_argument("--seconds", type=float, default=3.0, help="time per row when --steps unset")
+    ap.add_argument("--seconds", type=float, default=1.0, help="time per run when --steps unset")
     ap.add_argument("--repeats", type=int, help="timed runs per row; the fastest is reported "
-                    "(default 1 on CUDA, 3 on CPU)")  # fmt: skip
+                    "(default 1 on CUDA, 5 on CPU)")  # fmt: skip
     ap.add_argument("--project-resolution", type=int,
                     help="target of the projected run (default 1024; tiny: largest "
                     "measured)")  # fmt: skip
     ap.add_argument("--no-reference", action="store_true", help="skip the reference step")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="after timing, profile one step per row and keep its N top ops by "
+                    "self time (device time on CUDA)")  # fmt: skip
     ap.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
     ap.add_argument("--reference-tf32", choices=("off", "cudnn-default"), default="off",
                     help="reference on CUDA: TF32 off, or PyTorch's default (cuDNN TF32 "
@@ -704,7 +849,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.steps is None and cuda:
         args.steps = 30
     if args.repeats is None:
-        args.repeats = 1 if cuda else 3
+        args.repeats = 1 if cuda else 5
     return args
 
 
@@ -775,14 +920,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         steps=args.steps,
         seconds=args.seconds,
         repeats=args.repeats,
+        profile=args.profile,
         flops=not args.no_flops,
         reference=not args.no_reference,
         reference_tf32=args.reference_tf32,
         seed=args.seed,
     )
     started = datetime.now(timezone.utc)
-    peaks = measure_peak(device, args.peak_seconds)
-    print("peak matmul TFLOP/s: " + ", ".join(f"{k} {v:.3f}" for k, v in peaks.items()))
+    peak_detail = measure_peak(device, args.peak_seconds)
+    peaks = {k: v["peak"] for k, v in peak_detail.items()}
+    print(
+        "peak TFLOP/s (matmul / conv3x3): "
+        + ", ".join(f"{k} {v['matmul']:.3f} / {v['conv3x3']:.3f}" for k, v in peak_detail.items())
+    )
     mem_label = PeakMemory(device).metric
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="progan-throughput-") as tmp:
@@ -794,32 +944,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for alpha in alphas:
                 if alpha < 1.0 and res == 4:
                     continue  # nothing fades in at 4x4
-                ref_row = None
-                if opts.reference:
-                    try:
-                        ref_row = measure_reference(opts, res, batch, alpha, peaks)
-                    except Exception as exc:
-                        ref_row = _error_row("reference", "fp32", res, batch, alpha, exc)
-                    rows.append(ref_row)
-                for variant in variants:
-                    try:
-                        row = measure_progan(
-                            opts, res, batch, alpha, variant, data, tmp_path / "run", peaks
-                        )
-                    except Exception as exc:
-                        row = _error_row("progan", variant, res, batch, alpha, exc)
-                    if not row.get("error") and row["flops_per_img"] is None and opts.flops:
-                        _borrow_flops(row, rows, peaks)
-                    if ref_row and not ref_row.get("error") and not row.get("error"):
-                        row["speedup_vs_reference"] = round(
-                            row["img_per_s"] / ref_row["img_per_s"], 3
-                        )
-                    rows.append(row)
-                    if variant_settings(variant)["compile"]:
-                        torch._dynamo.reset()
-                    if device.type == "cuda":
-                        torch.cuda.empty_cache()
-                print_table(rows[-(len(variants) + int(opts.reference)) :], mem_label)
+                new = measure_resolution(
+                    opts, res, batch, alpha, variants, data, tmp_path / "run", peaks
+                )
+                rows += new
+                print_table(new, mem_label)
     print()
     print_table(rows, mem_label)
     target = args.project_resolution
@@ -860,6 +989,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "reported": "fastest of the repeats (img_per_s_repeats lists all)",
         "reference_tf32": args.reference_tf32 if device.type == "cuda" else None,
         "peak_tflops": {k: round(v, 4) for k, v in peaks.items()},
+        "peak_detail": {k: {m: round(x, 4) for m, x in v.items()} for k, v in peak_detail.items()},
         "peak_method": PEAK_METHOD,
         "memory_metric": mem_label,
         "variants": variants,
