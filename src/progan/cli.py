@@ -74,15 +74,33 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--gpus",
+        type=int,
+        default=0,
+        help="data-parallel on N local GPUs: starts N worker processes (CPU processes with "
+        "gloo when there is no CUDA or with --device cpu); not needed under torchrun",
+    )
+    p.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=300.0,
+        help="multi-GPU/node: seconds after which a stuck collective ends the job [300]",
+    )
     p.set_defaults(func=_run_train)
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from progan.train.distributed import env_rank, env_world_size, launch_local
     from progan.train.loop import configure, train
 
+    if args.gpus > 1 and env_world_size() == 1 and not args.dry_run:
+        return launch_local(args.gpus, _run_train, argparse.Namespace(**{**vars(args), "gpus": 0}))
+    dist_kw = {"progress": not args.no_progress, "dist_timeout": args.dist_timeout}
     if args.resume:
-        run_dir = train(resume=args.resume, total_kimg=args.kimg, progress=not args.no_progress)
-        print(f"Run folder: {run_dir}")
+        run_dir = train(resume=args.resume, total_kimg=args.kimg, **dist_kw)
+        if env_rank() == 0:
+            print(f"Run folder: {run_dir}")
         return 0
     if not args.data:
         raise ProganError("--data is required (or --resume RUN)")
@@ -113,8 +131,9 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(json.dumps(to_dict(cfg), indent=2))
         return 0
-    run_dir = train(cfg, progress=not args.no_progress)
-    print(f"Run folder: {run_dir}")
+    run_dir = train(cfg, **dist_kw)
+    if env_rank() == 0:
+        print(f"Run folder: {run_dir}")
     return 0
 
 
