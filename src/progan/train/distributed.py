@@ -196,10 +196,11 @@ class Dist:
         except DistributedError:
             raise
         except (RuntimeError, OSError) as exc:  # DistBackendError etc. are RuntimeErrors
+            detail = (str(exc).strip().splitlines() or [repr(exc)])[0].strip("'\"")
             raise DistributedError(
-                f"rank {self.rank} of {self.world_size}: {what} failed or timed out "
-                f"(timeout {self.timeout_s:g} s). Another rank has probably failed first; see "
-                f"its message. Details: {str(exc).strip().splitlines()[0] if str(exc) else exc!r}"
+                f"{what} failed or timed out (timeout {self.timeout_s:g} s) on rank "
+                f"{self.rank} of {self.world_size}. Another rank has probably failed first; "
+                f"see its message. Details: {detail}"
             ) from exc
 
     def broadcast_object(self, obj: Any = None, what: str = "waiting for rank 0") -> Any:
@@ -525,7 +526,7 @@ def _local_worker(rank: int, world: int, port: int, fn: Callable[..., int], args
     try:
         code = int(fn(*args) or 0)
     except ProganError as exc:
-        print(f"Error (rank {rank} of {world}): {exc}", file=sys.stderr, flush=True)
+        print(f"Error: {exc}", file=sys.stderr, flush=True)
         code = 2
     except KeyboardInterrupt:
         code = 130
@@ -570,8 +571,12 @@ def launch_local(nprocs: int, fn: Callable[..., int], *args: Any, grace_s: float
             p.start()
         running = set(range(nprocs))
         while running and failed is None:
-            multiprocessing.connection.wait([procs[r].sentinel for r in running], timeout=1.0)
+            ready = multiprocessing.connection.wait(
+                [procs[r].sentinel for r in running], timeout=1.0
+            )
             for r in sorted(running):
+                if procs[r].sentinel in ready:
+                    procs[r].join(5.0)  # reap it: its exit status follows the sentinel
                 code = procs[r].exitcode
                 if code is None:
                     continue

@@ -1,0 +1,256 @@
+"""Data-parallel training on the CPU with gloo and 2 processes.
+
+* 2 ranks x 8 images per step train exactly what 1 process x 16 images trains (to float
+  tolerance): weights, EMA, Adam states, RNG, data position and logged losses;
+* only rank 0 writes files;
+* a 2-rank run resumes in 1 process (and a 1-process run with 2 ranks under torchrun) and
+  ends where one straight run ends, with a gap-free log;
+* a failing rank stops the whole job with a clear message instead of hanging.
+
+Helpers: the data shards and the minibatch-stddev groups (no processes needed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from progan.data.dataset import ImageDataset
+from progan.data.loader import RealImageStream
+from progan.data.shard import ShardedImageStream
+from progan.data.synthetic import make_synthetic_dataset
+from progan.nn.layers import MinibatchStdDev
+from progan.train import checkpoint as ckpt
+from progan.train.distributed import groups_stay_exact, launch_local, shard_offsets
+from progan.train.loop import configure, train
+
+pytestmark = pytest.mark.skipif(
+    not torch.distributed.is_available() or sys.platform == "win32",
+    reason="needs torch.distributed with gloo on POSIX",
+)
+
+TICK_IMAGES = 64  # 4 steps of 16
+TOL = {"rtol": 1e-4, "atol": 1e-5}
+
+
+@pytest.fixture(scope="module")
+def shapes8(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "shapes8.zip"
+    make_synthetic_dataset(path, count=256, resolution=8, seed=1)
+    return path
+
+
+def tiny_config(data, outdir, **kw):
+    """As tests/train/test_resume.py: phases of 0.2 kimg, so 6 ticks of 0.064 kimg cross the
+    start of the 8x8 fade-in (a new set of active parameters and an Adam reset)."""
+    kw.setdefault("data_cache", "cpu")
+    cfg = configure(
+        data, outdir, "tiny", num_workers=0, mirror=True, device="cpu", deterministic=True, **kw
+    )
+    cfg.network.fmap_base, cfg.network.fmap_max, cfg.network.latent_size = 64, 16, 8
+    cfg.schedule.stabilize_kimg = cfg.schedule.fade_kimg = 0.2
+    cfg.schedule.total_kimg = 1.0
+    cfg.tick_kimg = TICK_IMAGES / 1000
+    cfg.snapshot_ticks = 1
+    cfg.keep_checkpoints = 20
+    cfg.grid_size = 4
+    cfg.validate()
+    return cfg
+
+
+def _rank_worker(data, outdir, ticks, cwd_root):
+    """One rank (started by launch_local): train from its own empty working directory."""
+    cwd = Path(cwd_root) / f"rank{os.environ['RANK']}"
+    cwd.mkdir(parents=True, exist_ok=True)
+    os.chdir(cwd)
+    train(tiny_config(data, outdir), progress=False, max_ticks=ticks)
+    return 0
+
+
+def state_at(run, kimg):
+    entry = next(e for e in ckpt.read_manifest(run) if abs(e["kimg"] - kimg) < 1e-9)
+    return ckpt.load_training_state(run / entry["state"], expected=entry)
+
+
+def assert_same_state(a, b, tol):
+    assert a["images"] == b["images"] and a["steps"] == b["steps"]
+    assert a["data_position"] == b["data_position"]
+    assert torch.equal(a["rng"], b["rng"])
+    for key in ("G", "D", "G_ema"):
+        for name, tensor in a[key].items():
+            torch.testing.assert_close(b[key][name], tensor, **tol, msg=f"{key}.{name}")
+    for key in ("opt_G", "opt_D"):
+        assert a[key]["state"].keys() == b[key]["state"].keys()
+        for idx, st in a[key]["state"].items():
+            for name, value in st.items():
+                torch.testing.assert_close(b[key]["state"][idx][name], value, **tol)
+
+
+def log(run):
+    return [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+
+
+def files(run):
+    return sorted(p.name for p in run.iterdir() if not p.name.startswith("events."))
+
+
+@pytest.fixture(scope="module")
+def straight(shapes8, tmp_path_factory):
+    """One process, 6 ticks, a checkpoint at every tick."""
+    out = tmp_path_factory.mktemp("straight")
+    return train(tiny_config(shapes8, out), progress=False, max_ticks=6)
+
+
+@pytest.fixture(scope="module")
+def two_ranks(shapes8, tmp_path_factory):
+    """2 ranks (gloo), 3 ticks; each rank runs in its own empty working directory."""
+    root = tmp_path_factory.mktemp("two")
+    code = launch_local(2, _rank_worker, shapes8, root / "runs", 3, root / "cwd", grace_s=5)
+    assert code == 0
+    (run,) = (root / "runs").iterdir()
+    return root, run
+
+
+# --------------------------------------------------------------------------------------------
+# helpers, one process
+
+
+CASES = [(16, 2, 4), (16, 4, 4), (12, 2, 2), (16, 8, 4), (6, 2, 4), (8, 2, 0)]
+
+
+@pytest.mark.parametrize(("batch", "world", "group"), CASES)
+def test_shards_are_disjoint_and_keep_stddev_groups(batch, world, group):
+    shards = [shard_offsets(batch, world, r, group) for r in range(world)]
+    assert sorted(np.concatenate(shards).tolist()) == list(range(batch))
+    x = torch.randn(batch, 3, 4, 4, dtype=torch.float64)
+    # Exact whenever the (effective) group size divides the per-rank batch: all cases here
+    # but (16, 8, 4), where 2 images per rank cannot hold a group of 4.
+    assert groups_stay_exact(batch, world, group) == ((batch, world) != (16, 8))
+    if group and groups_stay_exact(batch, world, group):
+        whole = MinibatchStdDev(group)(x)
+        for offsets in shards:
+            rows = torch.from_numpy(offsets)
+            torch.testing.assert_close(MinibatchStdDev(group)(x[rows]), whole[rows])
+
+
+def test_batch_that_does_not_split_names_the_phase(shapes8, tmp_path):
+    from progan.errors import ConfigError
+    from progan.schedule import Schedule
+    from progan.train.distributed import check_batch_sizes
+
+    cfg = tiny_config(shapes8, tmp_path)
+    cfg.schedule.minibatch = {8: 12}
+    segments = Schedule(cfg.schedule, 8).segments()
+    check_batch_sizes(segments, 4, 4)  # 16 and 12 both split over 4
+    with pytest.raises(ConfigError, match=r"fade-in phase at 8x8 .*minibatch of 12.* over 8 ranks"):
+        check_batch_sizes(segments, 8, 4)
+
+
+@pytest.mark.parametrize(("cache", "workers"), [("cpu", 0), ("none", 0), ("none", 2)])
+def test_rank_shards_together_are_the_one_process_stream(shapes8, cache, workers):
+    ds = ImageDataset(shapes8)
+    sizes = [16, 16, 12, 12, 12, 16]  # a batch-size change, and one the read-ahead missed
+    one = RealImageStream(ds, seed=3, start=40, mirror=True, num_workers=0, cache="none")
+    ranks = [
+        ShardedImageStream(
+            ds,
+            "cpu",
+            offsets=lambda b, r=r: shard_offsets(b, 2, r, 4),
+            batch_size_at=lambda pos: 16 if pos < 72 else 12,
+            seed=3,
+            start=40,
+            mirror=True,
+            num_workers=workers,
+            cache=cache,
+        )
+        for r in range(2)
+    ]
+    for b in sizes:
+        images, labels = one.next(b)
+        for r, stream in enumerate(ranks):
+            part, part_labels = stream.next(b)
+            rows = torch.from_numpy(shard_offsets(b, 2, r, 4))
+            assert torch.equal(part, images[rows]) and torch.equal(part_labels, labels[rows])
+    assert all(s.position == one.position for s in ranks)
+    for s in ranks:
+        s.close()
+
+
+# --------------------------------------------------------------------------------------------
+# 2 processes
+
+
+def test_two_ranks_train_what_one_process_trains(straight, two_ranks):
+    _, run = two_ranks
+    for kimg in (0.064, 0.192):
+        assert_same_state(state_at(straight, kimg), state_at(run, kimg), TOL)
+    one, two = log(straight)[:3], log(run)
+    assert [x["kimg"] for x in two] == [x["kimg"] for x in one]
+    for key in ("D/loss", "G/loss", "D/gradient_penalty", "D/real_score"):
+        assert [x[key] for x in two] == pytest.approx([x[key] for x in one], rel=1e-4, abs=1e-5)
+
+
+def test_only_rank_zero_writes_files(straight, two_ranks):
+    root, run = two_ranks
+    assert [p.name for p in (root / "runs").iterdir()] == [run.name]
+    assert list((root / "cwd" / "rank0").iterdir()) == []
+    assert list((root / "cwd" / "rank1").iterdir()) == []
+
+    # The same files as one process writes in the same 3 ticks (kimg 0 to 0.192).
+    def early(name):
+        k = re.search(r"-(\d{6}\.\d{3})\.", name)
+        return not k or float(k[1]) <= 0.192
+
+    expected = [n for n in files(straight) if early(n)]
+    assert "state-000000.192.pt" in expected and "reals.png" in expected
+    assert files(run) == expected
+    assert len(list(run.glob("events.*"))) == 1  # one TensorBoard writer
+    assert not (run / "run.lock").exists()
+
+
+def test_two_rank_run_resumes_in_one_process(straight, two_ranks, tmp_path):
+    _, run = two_ranks
+    copy = tmp_path / run.name
+    shutil.copytree(run, copy)
+    train(resume=copy, progress=False, max_ticks=3)
+    assert_same_state(state_at(straight, 0.384), state_at(copy, 0.384), TOL)
+    assert [x["kimg"] for x in log(copy)] == [x["kimg"] for x in log(straight)]
+
+
+def test_one_process_run_resumes_with_two_ranks_under_torchrun(shapes8, straight, tmp_path):
+    first = train(tiny_config(shapes8, tmp_path), progress=False, max_ticks=3)
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "progan", "train", "--resume", str(first), "--kimg", "0.384", "--no-progress",
+        "--dist-timeout", "60",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("Run folder:") == 1  # printed by rank 0 only
+    assert_same_state(state_at(straight, 0.384), state_at(first, 0.384), TOL)
+    assert [x["kimg"] for x in log(first)] == [x["kimg"] for x in log(straight)]
+
+
+def test_a_failing_rank_stops_the_job_with_a_clear_message(shapes8, tmp_path):
+    cmd = [
+        sys.executable, "-m", "progan", "train", "--data", str(shapes8), "--outdir",
+        str(tmp_path), "--preset", "tiny", "--kimg", "1", "--tick-kimg", "0.064", "--workers",
+        "0", "--device", "cpu", "--gpus", "2", "--dist-timeout", "30", "--no-progress",
+    ]  # fmt: skip
+    env = {**os.environ, "PROGAN_DEBUG_FAIL": "1:2"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "rank 1 of 2 failed: RuntimeError: PROGAN_DEBUG_FAIL" in out
+    assert "rank 1 of 2 exited with status 1; the other ranks were stopped" in out
+    (run,) = tmp_path.iterdir()
+    assert not (run / "run.lock").exists()  # rank 0 released the run folder
