@@ -53,9 +53,8 @@ def tiny_config(data, outdir, **kw):
     """As tests/train/test_resume.py: phases of 0.2 kimg, so 6 ticks of 0.064 kimg cross the
     start of the 8x8 fade-in (a new set of active parameters and an Adam reset)."""
     kw.setdefault("data_cache", "cpu")
-    cfg = configure(
-        data, outdir, "tiny", num_workers=0, mirror=True, device="cpu", deterministic=True, **kw
-    )
+    kw.setdefault("num_workers", 0)
+    cfg = configure(data, outdir, "tiny", mirror=True, device="cpu", deterministic=True, **kw)
     cfg.network.fmap_base, cfg.network.fmap_max, cfg.network.latent_size = 64, 16, 8
     cfg.schedule.stabilize_kimg = cfg.schedule.fade_kimg = 0.2
     cfg.schedule.total_kimg = 1.0
@@ -67,12 +66,12 @@ def tiny_config(data, outdir, **kw):
     return cfg
 
 
-def _rank_worker(data, outdir, ticks, cwd_root):
+def _rank_worker(data, outdir, ticks, cwd_root, kw=None):
     """One rank (started by launch_local): train from its own empty working directory."""
     cwd = Path(cwd_root) / f"rank{os.environ['RANK']}"
     cwd.mkdir(parents=True, exist_ok=True)
     os.chdir(cwd)
-    train(tiny_config(data, outdir), progress=False, max_ticks=ticks)
+    train(tiny_config(data, outdir, **(kw or {})), progress=False, max_ticks=ticks)
     return 0
 
 
@@ -254,3 +253,61 @@ def test_a_failing_rank_stops_the_job_with_a_clear_message(shapes8, tmp_path):
     assert "rank 1 of 2 exited with status 1; the other ranks were stopped" in out
     (run,) = tmp_path.iterdir()
     assert not (run / "run.lock").exists()  # rank 0 released the run folder
+
+
+def _worker_pids(parent_pid):
+    """PIDs of the launcher's worker processes (not multiprocessing's resource tracker)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == parent_pid and b"spawn_main" in cmdline:
+            pids.append(int(stat.parent.name))
+    return sorted(pids)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the workers through /proc")
+def test_a_signal_to_one_rank_stops_all_ranks_with_a_checkpoint(shapes8, tmp_path):
+    import signal
+    import time
+
+    cmd = [
+        sys.executable, "-m", "progan", "train", "--data", str(shapes8), "--outdir",
+        str(tmp_path), "--preset", "tiny", "--kimg", "100", "--tick-kimg", "0.064",
+        "--snapshot-ticks", "100", "--workers", "0", "--device", "cpu", "--gpus", "2",
+        "--no-progress",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and len(list(tmp_path.glob("*/log.jsonl"))) == 0:
+            time.sleep(0.1)
+        (run,) = tmp_path.iterdir()
+        while time.time() < deadline and len(log(run)) < 2:  # mid-run, between snapshots
+            time.sleep(0.1)
+        workers = _worker_pids(proc.pid)
+        assert len(workers) == 2
+        os.kill(workers[-1], signal.SIGTERM)  # one rank only
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out
+    assert "Received SIGTERM (rank" in out and f"progan train --resume {run}" in out
+    entry, state = ckpt.newest_valid_checkpoint(run)
+    assert entry["kimg"] == log(run)[-1]["kimg"] > 0.064 and state["images"] == entry["images"]
+
+
+@pytest.mark.slow
+def test_conditional_model_with_streamed_data_matches_one_process(shapes8, tmp_path):
+    """Labels drawn for the global batch and sliced; logistic loss; data read by a loader
+    worker per rank (no cache)."""
+    kw = {"conditional": True, "loss": "logistic", "data_cache": "none", "num_workers": 1}
+    one = train(tiny_config(shapes8, tmp_path / "one", **kw), progress=False, max_ticks=4)
+    code = launch_local(2, _rank_worker, shapes8, tmp_path / "two", 4, tmp_path / "cwd", kw)
+    assert code == 0
+    (two,) = (tmp_path / "two").iterdir()
+    assert_same_state(state_at(one, 0.256), state_at(two, 0.256), TOL)
