@@ -20,7 +20,6 @@ different number of ranks continues the same sequence.
 from __future__ import annotations
 
 import contextlib
-import itertools
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -85,7 +84,7 @@ class _Steps(Sampler):
 
     def __iter__(self) -> Iterator[tuple[int, int, np.ndarray]]:
         pos = self.start
-        for _ in itertools.count():
+        while True:
             batch = int(self.batch_size_at(pos))
             yield pos, batch, pos + np.asarray(self.offsets(batch), dtype=np.int64)
             pos += batch

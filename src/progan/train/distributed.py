@@ -112,9 +112,8 @@ def check_batch_sizes(segments: list[Any], world: int, group_size: int) -> list[
     one process's."""
     warnings = []
     for seg in segments:
-        name = f"{'fade-in' if seg.fading else 'stabilization'} phase at {seg.resolution}x" + str(
-            seg.resolution
-        )
+        kind = "fade-in" if seg.fading else "stabilization"
+        name = f"{kind} phase at {seg.resolution}x{seg.resolution}"
         if seg.batch_size % world:
             raise ConfigError(
                 f"the {name} ({seg.start_kimg:g}-{seg.end_kimg:g} kimg) has a global minibatch "

@@ -617,7 +617,7 @@ class Trainer:
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         def handler(signum: int, frame: Any) -> None:
-            if self.stop_signal or self.stop_requested:  # second signal: leave at once
+            if self.stop_signal:  # second signal to this process: leave at once
                 signal.signal(signum, signal.SIG_DFL)
                 raise KeyboardInterrupt
             self.stop_signal = True
