@@ -17,13 +17,14 @@ steady state, counting real images shown to D per second:
   uses progan's Generator/Discriminator, so both paths compute the same function.
 * ``progan``: ``progan.train.loop.Trainer.train_step`` on a small synthetic dataset (made in a
   temporary folder at R), with the trainer's data stream open, plus what ``Trainer.run`` does
-  around it (summing the loss tensors; reading them back every ``loss_log_every`` steps). Each
-  ``--variants`` entry is measured separately: ``fp32`` (TF32 off), ``tf32`` (progan's default),
-  ``bf16`` (autocast), ``channels_last``, ``compile`` (torch.compile of G and D) and
-  ``compile_g`` (G only); join them with ``+`` (``bf16+channels_last``). Every variant except
-  ``fp32`` has TF32 on. TF32/bf16/channels_last only act on CUDA and are skipped on a CPU. A
-  variant that fails (torch.compile of D cannot do the penalty's double backward) gives a row
-  with its error instead of stopping the run.
+  around it (summing the loss tensors; every ``loss_log_every`` steps reading them back and
+  checking that the weights are finite). Each ``--variants`` entry is measured separately:
+  ``fp32`` (TF32 off), ``tf32`` (progan's default), ``bf16`` (autocast), ``channels_last``,
+  ``compile`` (torch.compile of G and D) and ``compile_g`` (G only); join them with ``+``
+  (``bf16+channels_last``). Every variant except ``fp32`` has TF32 on. TF32, bf16 and
+  channels_last only act on CUDA and are skipped on a CPU. A variant that fails (torch.compile
+  of D cannot do the penalty's double backward) gives a row with its error instead of stopping
+  the run.
 
 Per row: img/s, ms/step, peak memory (``torch.cuda.max_memory_allocated`` on CUDA; on a CPU the
 process's peak resident set size during that row), FLOPs per image counted with
@@ -223,7 +224,8 @@ def make_trainer(
 
 class ProganStep:
     """``Trainer.train_step`` plus the per-step bookkeeping of ``Trainer.run`` (loss sums on the
-    device, read back every ``loss_log_every`` steps)."""
+    device; every ``loss_log_every`` steps the read-back of the losses and the check that all
+    weights are finite, ``Trainer._read_back``)."""
 
     def __init__(self, trainer: Any, st: PhaseState) -> None:
         self.trainer, self.st = trainer, st
@@ -240,7 +242,11 @@ class ProganStep:
             self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
         self.count += 1
         if self.count >= t.cfg.loss_log_every:
-            _ = {k: v.item() / self.count for k, v in self.sums.items()}
+            read_back = getattr(t, "_read_back", None)  # losses + finite-weights check
+            if read_back is not None:
+                read_back(self.sums, self.count, False)
+            else:
+                _ = {k: v.item() / self.count for k, v in self.sums.items()}
             self.sums, self.count = {}, 0
 
 
