@@ -31,7 +31,8 @@ process's peak resident set size during that row), FLOPs per image counted with
 ``torch.utils.flop_counter.FlopCounterMode`` over one whole step (forward, backward and the
 penalty's double backward), achieved TFLOP/s, the fraction of the device's peak (measured
 here with a large matmul in fp32, tf32 and bf16 as applicable) and the speedup over the
-reference. Then a projection of a whole progressive run to ``--project-resolution`` from the
+reference; on CUDA also the operations per step that make the host wait for the GPU
+(``torch.cuda.set_sync_debug_mode``). Then a projection of a whole progressive run to ``--project-resolution`` from the
 preset's schedule. Each row is timed ``--repeats`` times after the warm-up and the fastest run
 is reported (all are in the JSON), which filters out other load on a shared machine. No
 network access is needed.
@@ -297,6 +298,25 @@ def reference_flops_per_image(
     return total / batch
 
 
+def count_host_syncs(step: Callable[[], Any]) -> dict[str, Any]:
+    """CUDA only: the operations of one step that make the host wait for the GPU, as reported
+    by ``torch.cuda.set_sync_debug_mode('warn')`` (count and the first few messages)."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                step()
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+    except Exception as exc:
+        return {"error": _error_text(exc)}
+    messages = [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message)]
+    return {"count": len(messages), "first": messages[:3]}
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -546,6 +566,7 @@ class Candidate:
         self.runs: list[tuple[int, float]] = []
         self.error: str | None = None
         self.profile_table: list[dict[str, Any]] | None = None
+        self.host_syncs: dict[str, Any] | None = None
         dev = opts.device
         if path == "reference":
             cuda_tf32 = dev.type == "cuda" and opts.reference_tf32 == "cudnn-default"
@@ -600,6 +621,8 @@ class Candidate:
                 one = max(time.perf_counter() - t, 1e-6)
                 self.steps = int(min(max(opts.seconds / one, 1), 10_000))
             self.mem_gib = mem.read_gib() - base
+            if dev.type == "cuda":
+                self.host_syncs = count_host_syncs(self.step)
         except Exception as exc:
             self.fail(exc)
 
@@ -674,6 +697,8 @@ class Candidate:
         )  # fmt: skip
         if self.profile_table is not None:
             row["profile"] = self.profile_table
+        if self.host_syncs is not None:
+            row["host_syncs_per_step"] = self.host_syncs
         return row
 
 
@@ -883,6 +908,10 @@ def print_table(rows: list[dict[str, Any]], mem_label: str) -> None:
             f"{_fmt(frac * 100 if frac is not None else None, '6.1f')} "
             f"{_fmt(r.get('speedup_vs_reference'), '7.2f')}"
         )
+    syncs = [(f"{r['path']}:{r['variant']}@{r['resolution']}", r["host_syncs_per_step"])
+             for r in rows if r.get("host_syncs_per_step")]  # fmt: skip
+    if syncs:
+        print("host syncs per step: " + ", ".join(f"{k} {v.get('count', '?')}" for k, v in syncs))
     print(f"(memory: {mem_label})")
 
 
