@@ -27,14 +27,17 @@ steady state, counting real images shown to D per second:
   the run.
 
 Per row: img/s, ms/step, peak memory (``torch.cuda.max_memory_allocated`` on CUDA; on a CPU the
-process's peak resident set size during that row), FLOPs per image counted with
+process's peak resident set size), FLOPs per image counted with
 ``torch.utils.flop_counter.FlopCounterMode`` over one whole step (forward, backward and the
-penalty's double backward), achieved TFLOP/s, the fraction of the device's peak (measured
-here with a large matmul in fp32, tf32 and bf16 as applicable) and the speedup over the
-reference; on CUDA also the operations per step that make the host wait for the GPU
-(``torch.cuda.set_sync_debug_mode``). Then a projection of a whole progressive run to ``--project-resolution`` from the
-preset's schedule. Each row is timed ``--repeats`` times after the warm-up and the fastest run
-is reported (all are in the JSON), which filters out other load on a shared machine. No
+penalty's double backward), achieved TFLOP/s, the fraction of the device's peak (the faster of
+a large matmul and a large 3x3 convolution, measured here in fp32, tf32 and bf16 as applicable)
+and the speedup over the reference; on CUDA also the operations of one step that make the host
+wait for the GPU (``torch.cuda.set_sync_debug_mode``). Then a projection of a whole progressive
+run to ``--project-resolution`` from the preset's schedule.
+
+The rows of one resolution are timed interleaved, ``--repeats`` runs each after the warm-up,
+and the fastest run is reported (all are in the JSON): on a shared machine, other load then
+affects every row alike. ``--profile N`` keeps the N top ops of one profiled step per row. No
 network access is needed.
 """
 
