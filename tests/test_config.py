@@ -99,3 +99,11 @@ def test_snapshots_written_before_the_ablation_options_still_load(tmp_path):
     loaded = load_generator(path)
     z = torch.randn(2, net.latent_size)
     torch.testing.assert_close(loaded(z), G.eval()(z))
+
+
+def test_narrow_presets_keep_at_least_one_feature_map_at_1024():
+    from progan.config import preset
+
+    net = preset("tiny", 1024).network
+    widths = [net.num_features(d) for d in range(net.max_depth + 1)]
+    assert widths == [32, 32, 32, 16, 8, 4, 2, 1, 1]

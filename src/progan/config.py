@@ -70,7 +70,8 @@ class NetworkConfig:
     def num_features(self, depth: int) -> int:
         """Feature maps of the block at ``depth`` (resolution 4 * 2**depth)."""
         stage = depth + 1
-        return int(min(self.fmap_base / 2.0 ** (stage * self.fmap_decay), self.fmap_max))
+        # at least one feature map, so narrow presets still build at high resolutions
+        return max(1, int(min(self.fmap_base / 2.0 ** (stage * self.fmap_decay), self.fmap_max)))
 
 
 @dataclass

@@ -167,6 +167,17 @@ def _default_chunk_size(dataset: ImageDataset) -> int:
 # The stream
 
 
+def _host_to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy a small CPU tensor to ``device`` without making the host wait for the GPU.
+
+    A copy from pageable memory synchronizes the stream; from pinned memory it is queued
+    (the caching host allocator keeps the pinned buffer alive until the copy is done).
+    """
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 class RealImageStream:
     """Endless deterministic stream of ``(images, labels)`` batches from an ImageDataset.
 
@@ -244,11 +255,11 @@ class RealImageStream:
     def _gather_cached(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         assert self._images is not None and self._labels is not None
         dev = self._images.device
-        idx = torch.from_numpy(self._order.indices(self._position, n)).to(dev)
+        idx = _host_to(torch.from_numpy(self._order.indices(self._position, n)), dev)
         images = self._images[idx]
         if self.mirror:
             flip = mirror_flags(self.seed, np.arange(self._position, self._position + n))
-            flip_t = torch.from_numpy(flip).to(dev).view(-1, 1, 1, 1)
+            flip_t = _host_to(torch.from_numpy(flip), dev).view(-1, 1, 1, 1)
             images = torch.where(flip_t, images.flip(3), images)
         labels = self._labels[idx]
         return self._to_device(images), self._to_device(labels)
