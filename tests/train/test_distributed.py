@@ -27,7 +27,6 @@ import torch
 from progan.data.dataset import ImageDataset
 from progan.data.loader import RealImageStream
 from progan.data.shard import ShardedImageStream
-from progan.data.synthetic import make_synthetic_dataset
 from progan.nn.layers import MinibatchStdDev
 from progan.train import checkpoint as ckpt
 from progan.train.distributed import groups_stay_exact, launch_local, shard_offsets
@@ -40,13 +39,6 @@ pytestmark = pytest.mark.skipif(
 
 TICK_IMAGES = 64  # 4 steps of 16
 TOL = {"rtol": 1e-4, "atol": 1e-5}
-
-
-@pytest.fixture(scope="module")
-def shapes8(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "shapes8.zip"
-    make_synthetic_dataset(path, count=256, resolution=8, seed=1)
-    return path
 
 
 def tiny_config(data, outdir, **kw):

@@ -13,35 +13,20 @@ import warnings
 
 import pytest
 import torch
+from micro import make_micro_config
 
-from progan.data.synthetic import make_synthetic_dataset
 from progan.errors import CheckpointError, ProganError
 from progan.fileio import atomic_write
 from progan.train import checkpoint as ckpt
 from progan.train import loop
-from progan.train.loop import Trainer, TrainingDiverged, configure, train
+from progan.train.loop import Trainer, TrainingDiverged, train
 from progan.train.run_dir import RunLock
 
 
-@pytest.fixture(scope="module")
-def shapes8(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "shapes8.zip"
-    make_synthetic_dataset(path, count=128, resolution=8, seed=5)
-    return path
-
-
 def tiny_config(data, outdir, **kw):
-    cfg = configure(data, outdir, "tiny", num_workers=0, data_cache="cpu", **kw)
-    cfg.network.fmap_base, cfg.network.fmap_max, cfg.network.latent_size = 64, 16, 8
-    cfg.schedule.stabilize_kimg = cfg.schedule.fade_kimg = 0.1
-    cfg.schedule.total_kimg = 0.5
-    cfg.tick_kimg = 0.032
-    cfg.snapshot_ticks = 1
-    cfg.keep_checkpoints = 3
-    cfg.grid_size = 4
-    cfg.loss_log_every = 1
-    cfg.validate()
-    return cfg
+    return make_micro_config(
+        data, outdir, phase_kimg=0.1, total_kimg=0.5, tick_kimg=0.032, loss_log_every=1, **kw
+    )
 
 
 def log_kimg(run):

@@ -2,32 +2,19 @@
 
 import pytest
 import torch
+from micro import make_micro_config
 
-from progan.data.synthetic import make_synthetic_dataset
 from progan.train import checkpoint as ckpt
-from progan.train.loop import configure, train
-
-
-@pytest.fixture(scope="module")
-def shapes8(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "shapes8.zip"
-    make_synthetic_dataset(path, count=256, resolution=8, seed=1)
-    return path
+from progan.train.loop import train
 
 
 def tiny_config(data, outdir, **kw):
-    cfg = configure(data, outdir, "tiny", num_workers=0, data_cache="cpu", mirror=True, **kw)
-    cfg.network.fmap_base, cfg.network.fmap_max, cfg.network.latent_size = 64, 16, 8
     # Phases of 0.2 kimg: the run crosses a fade-in start, its end (optimizer resets) and
     # continues at 8x8 within 12 ticks of 0.064 kimg (4 steps of 16).
-    cfg.schedule.stabilize_kimg = cfg.schedule.fade_kimg = 0.2
-    cfg.schedule.total_kimg = 1.0
-    cfg.tick_kimg = 0.064
-    cfg.snapshot_ticks = 1
-    cfg.keep_checkpoints = 2
-    cfg.grid_size = 4
-    cfg.validate()
-    return cfg
+    return make_micro_config(
+        data, outdir, phase_kimg=0.2, total_kimg=1.0, tick_kimg=0.064, keep_checkpoints=2,
+        mirror=True, **kw,
+    )  # fmt: skip
 
 
 def final_weights(run_dir):

@@ -4,35 +4,21 @@ import json
 
 import pytest
 import torch
+from micro import make_micro_config
 
-from progan.data.synthetic import make_synthetic_dataset
 from progan.errors import CheckpointError
 from progan.generate import load_generator
 from progan.metrics.api import evaluate
 from progan.metrics.sources import CallableSource
 from progan.train import checkpoint as ckpt
-from progan.train.loop import Trainer, configure, train
-
-
-@pytest.fixture(scope="module")
-def shapes16(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "shapes16.zip"
-    make_synthetic_dataset(path, count=128, resolution=16, seed=3)
-    return path
+from progan.train.loop import Trainer, train
 
 
 def small_config(data, outdir, **kw):
-    cfg = configure(data, outdir, "tiny", num_workers=0, data_cache="cpu", **kw)
-    cfg.network.fmap_base, cfg.network.fmap_max, cfg.network.latent_size = 64, 16, 8
-    cfg.schedule.stabilize_kimg = cfg.schedule.fade_kimg = 0.064
-    cfg.schedule.total_kimg = 1.0
-    cfg.tick_kimg = 0.064
-    cfg.snapshot_ticks = 2
-    cfg.grid_size = 4
-    cfg.metrics = ["swd"]
-    cfg.metrics_num = 64
-    cfg.validate()
-    return cfg
+    return make_micro_config(
+        data, outdir, phase_kimg=0.064, total_kimg=1.0, tick_kimg=0.064, snapshot_ticks=2,
+        metrics=["swd"], metrics_num=64, **kw,
+    )  # fmt: skip
 
 
 def test_metrics_logged_at_snapshots_and_best_marked(shapes16, tmp_path):

@@ -167,6 +167,41 @@ def _default_chunk_size(dataset: ImageDataset) -> int:
 # The stream
 
 
+def load_cache(
+    dataset: ImageDataset, cache: str, device: torch.device, num_workers: int
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """All images (uint8 NCHW) and labels on ``device`` (cache "device") or the CPU ("cpu");
+    (None, None) for "none"."""
+    if cache == "none":
+        return None, None
+    target = device if cache == "device" else torch.device("cpu")
+    return load_all_images(dataset, num_workers).to(target), labels_tensor(dataset).to(target)
+
+
+def gather_rows(
+    images: torch.Tensor, labels: torch.Tensor, indices: np.ndarray, flips: np.ndarray | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``indices`` of cached images/labels (on their device), mirrored where ``flips``."""
+    dev = images.device
+    idx = _host_to(torch.from_numpy(indices), dev)
+    out = images[idx]
+    if flips is not None:
+        flip_t = _host_to(torch.from_numpy(flips), dev).view(-1, 1, 1, 1)
+        out = torch.where(flip_t, out.flip(3), out)
+    return out, labels[idx]
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device``; CPU -> CUDA copies go through pinned memory, non-blocking."""
+    if t.device == device:
+        return t
+    if device.type != "cuda":
+        return t.to(device)
+    if not t.is_pinned():
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
+
+
 def _host_to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Copy a small CPU tensor to ``device`` without making the host wait for the GPU.
 
@@ -224,12 +259,7 @@ class RealImageStream:
         self._pieces: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._buffered = 0
         self._iter: Iterator | None = None
-        self._images: torch.Tensor | None = None
-        self._labels: torch.Tensor | None = None
-        if cache != "none":
-            target = self.device if cache == "device" else torch.device("cpu")
-            self._images = load_all_images(dataset, self.num_workers).to(target)
-            self._labels = labels_tensor(dataset).to(target)
+        self._images, self._labels = load_cache(dataset, cache, self.device, self.num_workers)
 
     @property
     def position(self) -> int:
@@ -254,22 +284,15 @@ class RealImageStream:
 
     def _gather_cached(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         assert self._images is not None and self._labels is not None
-        dev = self._images.device
-        idx = _host_to(torch.from_numpy(self._order.indices(self._position, n)), dev)
-        images = self._images[idx]
-        if self.mirror:
-            flip = mirror_flags(self.seed, np.arange(self._position, self._position + n))
-            flip_t = _host_to(torch.from_numpy(flip), dev).view(-1, 1, 1, 1)
-            images = torch.where(flip_t, images.flip(3), images)
-        labels = self._labels[idx]
+        positions = np.arange(self._position, self._position + n)
+        flips = mirror_flags(self.seed, positions) if self.mirror else None
+        images, labels = gather_rows(
+            self._images, self._labels, self._order.indices(self._position, n), flips
+        )
         return self._to_device(images), self._to_device(labels)
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
-        if t.device == self.device:
-            return t
-        if self._pin and not t.is_pinned():
-            t = t.pin_memory()
-        return t.to(self.device, non_blocking=self._pin)
+        return to_device(t, self.device)
 
     def _start_workers(self) -> None:
         first_chunk = self._position // self.chunk_size

@@ -30,9 +30,11 @@ from progan.data.dataset import ImageDataset
 from progan.data.loader import (
     CACHE_MODES,
     ShuffledOrder,
+    gather_rows,
     labels_tensor,
-    load_all_images,
+    load_cache,
     mirror_flags,
+    to_device,
 )
 from progan.errors import ConfigError
 
@@ -126,12 +128,7 @@ class ShardedImageStream:
         self._order = ShuffledOrder(self.seed, len(dataset))
         self._pin = self.device.type == "cuda"
         self._iter: Iterator | None = None
-        self._images: torch.Tensor | None = None
-        self._labels: torch.Tensor | None = None
-        if cache != "none":
-            target = self.device if cache == "device" else torch.device("cpu")
-            self._images = load_all_images(dataset, self.num_workers).to(target)
-            self._labels = labels_tensor(dataset).to(target)
+        self._images, self._labels = load_cache(dataset, cache, self.device, self.num_workers)
 
     @property
     def position(self) -> int:
@@ -153,21 +150,15 @@ class ShardedImageStream:
 
     def _gather_cached(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         assert self._images is not None and self._labels is not None
-        dev = self._images.device
         pos = self._positions(batch_size)
-        idx = torch.from_numpy(dataset_indices(self._order, pos)).to(dev)
-        images = self._images[idx]
-        if self.mirror:
-            flip = torch.from_numpy(mirror_flags(self.seed, pos)).to(dev).view(-1, 1, 1, 1)
-            images = torch.where(flip, images.flip(3), images)
-        return self._to_device(images), self._to_device(self._labels[idx])
+        flips = mirror_flags(self.seed, pos) if self.mirror else None
+        images, labels = gather_rows(
+            self._images, self._labels, dataset_indices(self._order, pos), flips
+        )
+        return self._to_device(images), self._to_device(labels)
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
-        if t.device == self.device:
-            return t
-        if self._pin and not t.is_pinned():
-            t = t.pin_memory()
-        return t.to(self.device, non_blocking=self._pin)
+        return to_device(t, self.device)
 
     def _start_workers(self, batch_size: int) -> None:
         sizes = self.batch_size_at or (lambda _pos: batch_size)
