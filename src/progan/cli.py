@@ -50,6 +50,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="kimg per stabilization and per fade-in phase [preset's: paper 800]",
     )
     p.add_argument("--batch", type=int, help="one minibatch size for every resolution")
+    p.add_argument("--d-steps", type=int, help="D steps per G step (n_critic) [1, as in the paper]")
     p.add_argument("--lr", type=float, help="one learning rate for every resolution [0.001]")
     p.add_argument("--tick-kimg", type=float, help="kimg between progress lines [preset's]")
     p.add_argument("--snapshot-ticks", type=int, help="ticks between snapshots [preset's]")
@@ -113,6 +114,7 @@ def _run_train(args: argparse.Namespace) -> int:
         ("tick_kimg", "tick_kimg"),
         ("snapshot_ticks", "snapshot_ticks"),
         ("metrics_num", "metrics_num"),
+        ("d_steps", "d_steps"),
     ):
         if getattr(args, flag) is not None:
             overrides[key] = getattr(args, flag)

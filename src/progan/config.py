@@ -145,6 +145,9 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     adam_betas: tuple[float, float] = (0.0, 0.99)
     adam_eps: float = 1e-8
+    # D steps per G step (n_critic). Each D step takes a fresh real minibatch, counted in kimg.
+    # The paper uses 1; WGAN-GP's authors (and Table 1's baseline rows) used 5.
+    d_steps: int = 1
     ema_beta: float = 0.999  # per-step decay of the generator's moving average (0 = off)
     # Optional warm-up (not in the paper): the EMA's half-life, in images, is capped at
     # ema_rampup * images shown so far, so short runs are not dominated by the initial weights.
@@ -178,6 +181,8 @@ class TrainConfig:
             )
         if self.amp not in ("none", "bf16"):
             raise ConfigError(f"amp must be 'none' or 'bf16', got {self.amp!r}")
+        if self.d_steps < 1:
+            raise ConfigError(f"d_steps must be >= 1, got {self.d_steps}")
         if not 0.0 <= self.ema_beta < 1.0:
             raise ConfigError(f"ema_beta must be in [0, 1), got {self.ema_beta}")
         if self.tick_kimg <= 0 or self.snapshot_ticks < 1 or self.keep_checkpoints < 1:

@@ -50,6 +50,7 @@ EXPECTED_CHANGES = {
     ("a", "b"): {"schedule.growing"},
     ("b", "c"): {"schedule.minibatch_default"},
     ("c", "d"): {
+        "d_steps",
         "schedule.learning_rate_default",
         "adam_betas",
         "loss.drift",
@@ -84,6 +85,7 @@ def test_rows_in_the_paper_order_and_their_switch_values():
     assert net["a"].mbstd_group_size == 0 and net["a"].mbdisc_kernels == 0
     assert a.schedule.learning_rate_default == 1e-4 and a.adam_betas == (0.0, 0.9)
     assert a.loss.drift == 0.0 and a.loss.name == "wgan-gp"
+    assert [cfg[k].d_steps for k in ABLATION_CONFIGS] == [5] * 3 + [1] * 6  # n_critic
     assert net["a"].latent_size == 128  # a quarter of the paper's 512
     # progressive growing from (b) on, minibatch 16 from (c) on
     assert [cfg[k].schedule.growing for k in ABLATION_CONFIGS] == [False] + [True] * 8

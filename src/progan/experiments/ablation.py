@@ -11,11 +11,12 @@ row    paper's name                 switches (relative to the row above)
 (a)    Gulrajani et al. (2017)      WGAN-GP baseline: no growing, minibatch 64, batch norm in
                                     G, layer norm in D, He init without run-time scaling, no
                                     minibatch stddev, no pixel norm, Adam lr 1e-4 beta2 0.9,
-                                    no drift term, latent 1/4 of the full size (paper: 128)
+                                    5 D steps per G step, no drift term, latent 1/4 of the
+                                    full size (paper: 128)
 (b)    + Progressive growing        growing on
 (c)    + Small minibatch            minibatch 16
-(d)    + Revised training params    lr 1e-3, beta2 0.99, drift 1e-3, full latent size; batch
-                                    norm and layer norm removed
+(d)    + Revised training params    lr 1e-3, beta2 0.99, 1 D step per G step, drift 1e-3,
+                                    full latent size; batch norm and layer norm removed
 (e*)   + Minibatch discrimination   Salimans et al. (2016): 100 kernels x 5 dims in D's head
 (e)    Minibatch stddev             instead of (e*): minibatch stddev, group size 4
 (f)    + Equalized learning rate    run-time He scaling (Section 4.1)
@@ -36,9 +37,9 @@ and fade-in phase is ``phase_kimg`` (default ``kimg / (2L - 1)`` for L resolutio
 the target, so that (b)-(g) reach the target resolution and stabilize there for one phase, as
 the paper's 600k-image phases did).
 
-Known deviations from the paper's baseline (the training loop is shared by all rows): one D
-step per G step (the paper's (a)-(c) used n_critic = 5); leaky ReLU and a linear output in G
-(the paper's (a)-(c) used ReLU and tanh); the EMA generator is evaluated in every row.
+Known deviations from the paper's baseline (the training loop is shared by all rows): leaky
+ReLU and a linear output in G (the paper's (a)-(c) used ReLU and tanh); the EMA generator is
+evaluated in every row.
 
 Outputs in ``outdir``: ``<row>/`` (run folders), ``<row>-samples.png``, ``<row>/metrics.json``,
 ``ablation.csv`` and ``ablation.md`` (rewritten after every row, so partial results survive).
@@ -78,12 +79,13 @@ __all__ = [
 class AblationConfig:
     """One row of Table 1: its key, the paper's name, and all of its switches.
 
-    Switches: ``growing`` (progressive growing), ``minibatch`` (images per step at every
-    resolution), ``batchnorm_g``, ``layernorm_d``, ``pixelnorm``, ``normalize_latents``,
-    ``equalized_lr``, ``mbstd_group_size`` (0 = off), ``mbdisc_kernels``/``mbdisc_dims``
-    (minibatch discrimination, 0 kernels = off), ``learning_rate``, ``adam_beta2``, ``drift``
-    (epsilon_drift), ``latent_fraction`` (of the full latent size), ``full_width`` (False: the
-    paper's lower-capacity network, ``fmap_base / 4``), ``kimg_factor`` (x the budget).
+    Switches: ``d_steps`` (D steps per G step, n_critic), ``growing`` (progressive growing),
+    ``minibatch`` (images per step at every resolution), ``batchnorm_g``, ``layernorm_d``,
+    ``pixelnorm``, ``normalize_latents``, ``equalized_lr``, ``mbstd_group_size`` (0 = off),
+    ``mbdisc_kernels``/``mbdisc_dims`` (minibatch discrimination, 0 kernels = off),
+    ``learning_rate``, ``adam_beta2``, ``drift`` (epsilon_drift), ``latent_fraction`` (of the
+    full latent size), ``full_width`` (False: the paper's lower-capacity network,
+    ``fmap_base / 4``), ``kimg_factor`` (x the budget).
     """
 
     key: str
@@ -109,6 +111,7 @@ def _derive(parent: dict[str, Any], **changes: Any) -> dict[str, Any]:
 
 
 _A = dict(
+    d_steps=5,
     growing=False,
     minibatch=64,
     batchnorm_g=True,
@@ -130,6 +133,7 @@ _B = _derive(_A, growing=True)
 _C = _derive(_B, minibatch=16)
 _D = _derive(
     _C,
+    d_steps=1,
     learning_rate=1e-3,
     adam_beta2=0.99,
     drift=1e-3,
@@ -151,7 +155,7 @@ ABLATION_CONFIGS: dict[str, AblationConfig] = {
             "a",
             "Gulrajani et al. (2017)",
             "WGAN-GP baseline: minibatch 64, batch norm in G, layer norm in D, He init, "
-            "lr 1e-4, beta2 0.9, no growing",
+            "lr 1e-4, beta2 0.9, 5 D steps per G step, no growing",
             MappingProxyType(_A),
         ),
         AblationConfig("b", "+ Progressive growing", "grow from 4x4", MappingProxyType(_B)),
@@ -159,7 +163,8 @@ ABLATION_CONFIGS: dict[str, AblationConfig] = {
         AblationConfig(
             "d",
             "+ Revised training parameters",
-            "lr 1e-3, beta2 0.99, drift 1e-3, full latent; no batch/layer norm",
+            "lr 1e-3, beta2 0.99, 1 D step per G step, drift 1e-3, full latent; "
+            "no batch/layer norm",
             MappingProxyType(_D),
         ),
         AblationConfig(
@@ -255,6 +260,7 @@ def build_config(
     sched.stabilize_kimg = sched.fade_kimg = float(phase)
     sched.total_kimg = float(kimg) * float(s["kimg_factor"])
     cfg.adam_betas = (cfg.adam_betas[0], float(s["adam_beta2"]))
+    cfg.d_steps = int(s["d_steps"])
     cfg.loss.name = "wgan-gp"
     cfg.loss.drift = float(s["drift"])
     cfg.outdir = str(Path(base.outdir) / row.slug)

@@ -164,6 +164,9 @@ class Trainer:
         # Buffers that training changes (batch-norm statistics of the ablation networks):
         # rank 0's are broadcast after every step, as DDP does, so that all replicas agree.
         self._synced_buffers: list[torch.Tensor] = []
+        if dist is not None and cfg.d_steps > 1:
+            # The sharded stream plans each rank's rows by images shown per step.
+            raise ConfigError("d_steps > 1 is not supported in data-parallel training yet")
         if dist is not None:
             notes = check_batch_sizes(
                 self.schedule.segments(), dist.world_size, net.mbstd_group_size
@@ -326,44 +329,46 @@ class Trainer:
         return z, labels
 
     def train_step(self, st: PhaseState) -> dict[str, torch.Tensor]:
-        """One D step and one G step on a fresh minibatch; returns detached device scalars."""
+        """``d_steps`` D steps (each on a fresh real minibatch) and one G step; returns
+        detached device scalars (the D statistics of the last D step)."""
         cfg, G, D = self.cfg, self.G, self.D
         depth, alpha = st.depth, st.alpha
         batch = st.batch_size  # global: this rank trains on its rows of it
         rows = self._shard_rows(batch) if self.dist is not None else None
         reduce_D, reduce_G = self.reducers if self.reducers is not None else (None, None)
-        reals_u8, labels = self.stream.next(batch)
-        reals = real_images_for_phase(reals_u8, st.resolution, alpha)
-        if cfg.channels_last and self.device.type == "cuda":
-            reals = reals.contiguous(memory_format=torch.channels_last)
-        if not cfg.network.label_size:
-            labels = None
 
         def d_fn(x: torch.Tensor):
             return D(x, depth, alpha)
 
-        # D step
-        z, fake_labels = self._latents(batch, rows)
-        mix = None
-        if rows is not None and cfg.loss.name == "wgan-gp" and cfg.loss.gp_lambda > 0:
-            # The penalty's mixing factors, drawn for the global batch exactly as
-            # gradient_penalty would draw them in one process (next in the RNG stream).
-            mix = torch.rand(
-                batch, 1, 1, 1, device=self.device, dtype=reals.dtype, generator=self.rng
-            )[rows]
-        with self._autocast():
-            with torch.no_grad():
-                fakes = G(z, fake_labels, depth, alpha)
-            d_loss, d_stats = discriminator_loss(
-                cfg.loss, d_fn, reals, fakes, labels, fake_labels, generator=self.rng, mix=mix
-            )
-        self.opt_D.zero_grad(set_to_none=True)
-        if reduce_D is not None:
-            reduce_D.begin(st.phase_key)
-        d_loss.backward()
-        if reduce_D is not None:
-            reduce_D.finish()
-        self.opt_D.step()
+        for _ in range(cfg.d_steps):
+            reals_u8, labels = self.stream.next(batch)
+            reals = real_images_for_phase(reals_u8, st.resolution, alpha)
+            if cfg.channels_last and self.device.type == "cuda":
+                reals = reals.contiguous(memory_format=torch.channels_last)
+            if not cfg.network.label_size:
+                labels = None
+            z, fake_labels = self._latents(batch, rows)
+            mix = None
+            if rows is not None and cfg.loss.name == "wgan-gp" and cfg.loss.gp_lambda > 0:
+                # The penalty's mixing factors, drawn for the global batch exactly as
+                # gradient_penalty would draw them in one process (next in the RNG stream).
+                mix = torch.rand(
+                    batch, 1, 1, 1, device=self.device, dtype=reals.dtype, generator=self.rng
+                )[rows]
+            with self._autocast():
+                with torch.no_grad():
+                    fakes = G(z, fake_labels, depth, alpha)
+                d_loss, d_stats = discriminator_loss(
+                    cfg.loss, d_fn, reals, fakes, labels, fake_labels, generator=self.rng,
+                    mix=mix,
+                )  # fmt: skip
+            self.opt_D.zero_grad(set_to_none=True)
+            if reduce_D is not None:
+                reduce_D.begin(st.phase_key)
+            d_loss.backward()
+            if reduce_D is not None:
+                reduce_D.finish()
+            self.opt_D.step()
 
         # G step (D frozen so that no weight gradients are computed for it)
         z, fake_labels = self._latents(batch, rows)
@@ -712,9 +717,9 @@ class Trainer:
                 if self.dist is not None:
                     debug_fail_point(self.dist.rank, self.steps)
                 step_stats = self.train_step(st)
-                self.images += st.batch_size
+                self.images += st.batch_size * cfg.d_steps  # reals shown to D
                 self.steps += 1
-                bar.update(st.batch_size)
+                bar.update(st.batch_size * cfg.d_steps)
                 for k, v in step_stats.items():
                     sums[k] = sums[k] + v if k in sums else v.clone()
                 count += 1
