@@ -110,6 +110,23 @@ def configure(
     return cfg
 
 
+def _optimizer_step(
+    loss: torch.Tensor,
+    opt: torch.optim.Optimizer,
+    reducer: GradientReducer | None,
+    phase_key: Any,
+) -> None:
+    """Backward pass, gradient averaging over ranks (overlapping the backward pass when
+    data-parallel) and one optimizer step."""
+    opt.zero_grad(set_to_none=True)
+    if reducer is not None:
+        reducer.begin(phase_key)
+    loss.backward()
+    if reducer is not None:
+        reducer.finish()
+    opt.step()
+
+
 class Trainer:
     """Holds the networks, optimizers, EMA, data stream and schedule position of one run.
 
@@ -362,13 +379,7 @@ class Trainer:
                     cfg.loss, d_fn, reals, fakes, labels, fake_labels, generator=self.rng,
                     mix=mix,
                 )  # fmt: skip
-            self.opt_D.zero_grad(set_to_none=True)
-            if reduce_D is not None:
-                reduce_D.begin(st.phase_key)
-            d_loss.backward()
-            if reduce_D is not None:
-                reduce_D.finish()
-            self.opt_D.step()
+            _optimizer_step(d_loss, self.opt_D, reduce_D, st.phase_key)
 
         # G step (D frozen so that no weight gradients are computed for it)
         z, fake_labels = self._latents(batch, rows)
@@ -376,13 +387,7 @@ class Trainer:
         with self._autocast():
             fakes = G(z, fake_labels, depth, alpha)
             g_loss, g_stats = generator_loss(cfg.loss, d_fn, fakes, fake_labels)
-        self.opt_G.zero_grad(set_to_none=True)
-        if reduce_G is not None:
-            reduce_G.begin(st.phase_key)
-        g_loss.backward()
-        if reduce_G is not None:
-            reduce_G.finish()
-        self.opt_G.step()
+        _optimizer_step(g_loss, self.opt_G, reduce_G, st.phase_key)
         D.requires_grad_(True)
         if self._synced_buffers:
             assert self.dist is not None
