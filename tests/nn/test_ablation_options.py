@@ -14,8 +14,6 @@ from progan.nn.layers import (
     EqualizedLinear,
     LayerNorm,
     MinibatchDiscrimination,
-    downsample2x,
-    upsample2x,
 )
 from progan.train.ema import make_ema_copy, update_ema
 
@@ -208,32 +206,6 @@ def test_equalized_lr_off_computes_the_same_function_at_init(extra):
     img1, img0 = G1(z, depth=2, alpha=0.7), G0(z, depth=2, alpha=0.7)
     torch.testing.assert_close(img0, img1, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(D0(img1, 2, 0.7)[0], D1(img1, 2, 0.7)[0], rtol=1e-4, atol=1e-5)
-
-
-# --------------------------------------------------------------------------------------------
-# fade-in continuity with the options on
-
-
-@pytest.mark.parametrize("train_mode", [True, False])
-def test_generator_fade_in_with_batch_norm(train_mode):
-    cfg = small_cfg(batchnorm_g=True, pixelnorm=False, normalize_latents=False)
-    G = Generator(cfg).train(train_mode)
-    z = torch.randn(6, cfg.latent_size)
-    for depth in range(1, cfg.max_depth + 1):
-        old = G(z, depth=depth - 1, alpha=1.0)
-        new = G(z, depth=depth, alpha=0.0)
-        torch.testing.assert_close(new, upsample2x(old), rtol=0, atol=1e-5)
-
-
-def test_discriminator_fade_in_with_layer_norm_and_minibatch_discrimination():
-    cfg = small_cfg(layernorm_d=True, mbdisc_kernels=5, equalized_lr=False, label_size=2)
-    D = Discriminator(cfg)
-    for depth in range(1, cfg.max_depth + 1):
-        x = torch.randn(8, 3, 4 * 2**depth, 4 * 2**depth)
-        new_scores, new_logits = D(x, depth=depth, alpha=0.0)
-        old_scores, old_logits = D(downsample2x(x), depth=depth - 1, alpha=1.0)
-        torch.testing.assert_close(new_scores, old_scores, rtol=0, atol=1e-5)
-        torch.testing.assert_close(new_logits, old_logits, rtol=0, atol=1e-5)
 
 
 def test_all_options_train_one_step_with_gradient_penalty():

@@ -45,23 +45,36 @@ def test_rejects_wrong_input_shapes():
         Generator(cfg)(torch.randn(2, 7))
 
 
-def test_generator_fade_in_starts_from_previous_output():
+@pytest.mark.parametrize(
+    ("options", "train_mode", "atol"),
+    [
+        ({}, False, 1e-6),
+        # Table 1's batch norm in G (batch statistics in training mode, running ones in eval)
+        ({"batchnorm_g": True, "pixelnorm": False, "normalize_latents": False}, True, 1e-5),
+        ({"batchnorm_g": True, "pixelnorm": False, "normalize_latents": False}, False, 1e-5),
+    ],
+)
+def test_generator_fade_in_starts_from_previous_output(options, train_mode, atol):
     """At alpha = 0 right after growing, G's output is the previous phase's output upsampled."""
-    cfg = small_cfg()
-    G = Generator(cfg)
-    z = torch.randn(5, cfg.latent_size)
+    cfg = small_cfg(**options)
+    G = Generator(cfg).train(train_mode)
+    z = torch.randn(6, cfg.latent_size)
     for depth in range(1, cfg.max_depth + 1):
         old = G(z, depth=depth - 1, alpha=1.0)
         new = G(z, depth=depth, alpha=0.0)
-        torch.testing.assert_close(new, upsample2x(old), rtol=0, atol=1e-6)
+        torch.testing.assert_close(new, upsample2x(old), rtol=0, atol=atol)
         # ...and the fade is continuous in alpha.
         a, b = G(z, depth=depth, alpha=0.999), G(z, depth=depth, alpha=1.0)
         assert (a - b).abs().max() < 0.05 * b.abs().max()
 
 
-def test_discriminator_fade_in_matches_previous_on_downscaled_image():
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"layernorm_d": True, "mbdisc_kernels": 5, "equalized_lr": False}],  # + Table 1's
+)
+def test_discriminator_fade_in_matches_previous_on_downscaled_image(options):
     """At alpha = 0 the grown D scores an image as the previous D scores it downscaled."""
-    cfg = small_cfg(label_size=3)
+    cfg = small_cfg(label_size=3, **options)
     D = Discriminator(cfg)
     for depth in range(1, cfg.max_depth + 1):
         x = torch.randn(8, 3, 4 * 2**depth, 4 * 2**depth)

@@ -93,6 +93,17 @@ def labels_tensor(dataset: ImageDataset) -> torch.Tensor:
 # Worker-side chunk reading
 
 
+def read_rows(
+    dataset: ImageDataset, labels: torch.Tensor, indices: np.ndarray, flips: np.ndarray | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode dataset images ``indices`` (uint8 NCHW, mirrored where ``flips``) and their
+    labels, on the CPU; the worker-side twin of :func:`gather_rows`."""
+    images = np.stack([dataset.read_image(int(i)) for i in indices])
+    if flips is not None:
+        images[flips] = images[flips][..., ::-1]
+    return torch.from_numpy(images), labels[torch.from_numpy(indices)]
+
+
 class _Chunks(Dataset):
     """Chunk ``j`` = positions ``[j*C, (j+1)*C)`` of the sequence, read and mirrored.
 
@@ -112,12 +123,11 @@ class _Chunks(Dataset):
 
     def __getitem__(self, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
         start = int(chunk) * self.chunk_size
-        idx = self.order.indices(start, self.chunk_size)
-        images = np.stack([self.dataset.read_image(int(i)) for i in idx])
-        if self.mirror:
-            flip = mirror_flags(self.seed, np.arange(start, start + self.chunk_size))
-            images[flip] = images[flip][..., ::-1]
-        return torch.from_numpy(images), self.labels[torch.from_numpy(idx)]
+        positions = np.arange(start, start + self.chunk_size)
+        flips = mirror_flags(self.seed, positions) if self.mirror else None
+        return read_rows(
+            self.dataset, self.labels, self.order.indices(start, self.chunk_size), flips
+        )
 
 
 class _CountFrom(Sampler):

@@ -34,6 +34,7 @@ from progan.data.loader import (
     labels_tensor,
     load_cache,
     mirror_flags,
+    read_rows,
     to_device,
 )
 from progan.errors import ConfigError
@@ -68,12 +69,11 @@ class _PositionReader(Dataset):
 
     def __getitem__(self, item: tuple[int, int, np.ndarray]):
         start, batch, positions = item
-        idx = dataset_indices(self.order, positions)
-        images = np.stack([self.dataset.read_image(int(i)) for i in idx])
-        if self.mirror:
-            flip = mirror_flags(self.seed, positions)
-            images[flip] = images[flip][..., ::-1]
-        return start, batch, torch.from_numpy(np.ascontiguousarray(images)), self.labels[idx]
+        flips = mirror_flags(self.seed, positions) if self.mirror else None
+        images, labels = read_rows(
+            self.dataset, self.labels, dataset_indices(self.order, positions), flips
+        )
+        return start, batch, images, labels
 
 
 class _Steps(Sampler):

@@ -26,6 +26,17 @@ LEAKY_RELU_SLOPE = 0.2
 HE_GAIN = math.sqrt(2.0)
 
 
+def _he_scale(weight: nn.Parameter, he_std: float, equalized: bool) -> float:
+    """The run-time multiplier of an N(0, 1)-initialized ``weight``: He's constant with the
+    equalized learning rate; otherwise 1.0, with the constant baked into the initial weights
+    (He initialization)."""
+    if equalized:
+        return he_std
+    with torch.no_grad():
+        weight.mul_(he_std)
+    return 1.0
+
+
 class EqualizedConv2d(nn.Module):
     """2-D convolution with the equalized learning rate, 'same' padding, stride 1.
 
@@ -48,12 +59,7 @@ class EqualizedConv2d(nn.Module):
         self.padding = kernel_size // 2
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels))
-        if equalized:
-            self.scale = he_std
-        else:
-            self.scale = 1.0
-            with torch.no_grad():
-                self.weight.mul_(he_std)
+        self.scale = _he_scale(self.weight, he_std, equalized)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight * self.scale if self.scale != 1.0 else self.weight
@@ -74,12 +80,7 @@ class EqualizedLinear(nn.Module):
         he_std = gain / math.sqrt(in_features)
         self.weight = nn.Parameter(torch.randn(out_features, in_features))
         self.bias = nn.Parameter(torch.zeros(out_features))
-        if equalized:
-            self.scale = he_std
-        else:
-            self.scale = 1.0
-            with torch.no_grad():
-                self.weight.mul_(he_std)
+        self.scale = _he_scale(self.weight, he_std, equalized)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight * self.scale if self.scale != 1.0 else self.weight
