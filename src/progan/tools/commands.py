@@ -199,7 +199,7 @@ def add_commands(subparsers, dataset_subparsers) -> None:
     p = subparsers.add_parser(
         "timelapse",
         help="video of a run's snapshot grids over training",
-        description="Turn a run's fakes{kimg}.png grids into an MP4 with resolution and kimg.",
+        description="Turn a run's fakes-*.png grids into an MP4 labelled with resolution and kimg.",
     )
     p.add_argument("run_dir", help="training run folder")
     p.add_argument("--out", default=None, help="output MP4 (default: RUN_DIR/timelapse.mp4)")
