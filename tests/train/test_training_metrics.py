@@ -90,3 +90,21 @@ def test_max_seconds_stops_with_a_checkpoint(shapes16, tmp_path):
     run = train(cfg, progress=False, max_seconds=0.0)
     entry, _ = ckpt.newest_valid_checkpoint(run)
     assert entry["images"] == 64  # stopped at the first tick and checkpointed there
+
+
+def test_metrics_wait_for_the_resolution_they_need(shapes16, tmp_path):
+    """SWD needs 8x8 images and MS-SSIM 16x16: at smaller phases they are left out of the
+    log instead of stopping the run."""
+    cfg = make_micro_config(
+        shapes16, tmp_path, phase_kimg=0.032, total_kimg=1.0, tick_kimg=0.032,
+        metrics=["swd", "ms-ssim"], metrics_num=32,
+    )  # fmt: skip
+    run = train(cfg, progress=False, max_ticks=4)
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    seen = {}
+    for r in log:
+        res = 4 * 2 ** ckpt.load_generator_snapshot(run / ckpt.snapshot_name(r["kimg"])).depth
+        seen[res] = {k for k in r if k.startswith("metric/") and k != "metric/seconds"}
+    assert seen[4] == set()
+    assert seen[8] == {"metric/swd/8", "metric/swd/avg"}
+    assert seen[16] == {"metric/swd/16", "metric/swd/avg", "metric/ms-ssim"}

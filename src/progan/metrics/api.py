@@ -22,6 +22,13 @@ import torch.nn.functional as F
 
 from progan.errors import ConfigError
 from progan.metrics import fid as fid_mod
+from progan.metrics.parallel import (
+    Collectives,
+    SingleProcess,
+    from_rank_zero,
+    on_every_rank,
+    shard_range,
+)
 from progan.metrics.registry import SPECS, Context, resolve_names
 from progan.metrics.sources import ImageSource, as_source
 
@@ -55,14 +62,15 @@ def _downscale(images: torch.Tensor, resolution: int) -> torch.Tensor:
 
 
 def _stream(
-    source: ImageSource, num: int, batch_size: int, device: torch.device, resolution: int,
-    progress: str | None,
+    source: ImageSource, start: int, stop: int, batch_size: int, device: torch.device,
+    resolution: int, progress: str | None,
 ) -> Iterator[torch.Tensor]:  # fmt: skip
-    it = source.batches(num, batch_size, device)
+    """Images ``start`` .. ``stop - 1`` of ``source`` at ``resolution``, in batches."""
+    it = source.batches(stop, batch_size, device, start=start)
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=source.available(num), desc=progress, unit="img", leave=False)
+        bar = tqdm(total=source.available(stop) - start, desc=progress, unit="img", leave=False)
     for batch in it:
         if batch.shape[-1] != resolution:
             batch = _downscale(batch, resolution)
@@ -75,29 +83,41 @@ def _stream(
 
 def _run_pass(
     names: list[str], counts: dict[str, int], source: ImageSource, ctx: Context,
-    batch_size: int, inception_fn, progress: str | None,
+    batch_size: int, inception_fn, progress: str | None, comm: Collectives,
 ) -> dict[str, Any]:  # fmt: skip
-    """Feed the first ``counts[name]`` images of ``source`` to a new state of each metric."""
-    states = {n: SPECS[n].new_state(ctx) for n in names}
-    seen = dict.fromkeys(names, 0)
+    """Feed the first ``counts[name]`` images of ``source`` to a new state of each metric.
+
+    Each rank of ``comm`` feeds its block of the images (``shard_range``); the states are
+    then merged, after which rank 0's states hold the whole set."""
     total = max(counts[n] for n in names)
-    with torch.no_grad():
-        for batch in _stream(source, total, batch_size, ctx.device, ctx.resolution, progress):
-            want = {n: min(batch.shape[0], counts[n] - seen[n]) for n in names}
-            want = {n: k for n, k in want.items() if k > 0}
-            if not want:
-                break
-            incep = None
-            k_inc = max((k for n, k in want.items() if SPECS[n].uses_inception), default=0)
-            if k_inc:
-                incep = inception_fn(batch[:k_inc])
-            for n, k in want.items():
-                sub = {key: v[:k] for key, v in incep.items()} if incep is not None else None
-                states[n].feed(batch[:k], sub)
-                seen[n] += k
+    lo, hi = shard_range(total, batch_size, comm.rank, comm.world_size)
+
+    def local_pass() -> dict[str, Any]:
+        states = {n: SPECS[n].new_state(ctx) for n in names}
+        pos = lo
+        with torch.no_grad():
+            for batch in _stream(source, lo, hi, batch_size, ctx.device, ctx.resolution,
+                                 progress if comm.rank == 0 else None):  # fmt: skip
+                want = {n: min(batch.shape[0], counts[n] - pos) for n in names}
+                want = {n: k for n, k in want.items() if k > 0}
+                if not want:
+                    break
+                incep = None
+                k_inc = max((k for n, k in want.items() if SPECS[n].uses_inception), default=0)
+                if k_inc:
+                    incep = inception_fn(batch[:k_inc])
+                for n, k in want.items():
+                    sub = {key: v[:k] for key, v in incep.items()} if incep is not None else None
+                    states[n].feed(batch[:k], sub, pos)
+                pos += batch.shape[0]
+        for n in names:
+            if pos < min(counts[n], hi):
+                raise ConfigError(f"{source.name} gave {pos} images, {counts[n]} needed for {n}")
+        return states
+
+    states = on_every_rank(comm, local_pass, f"reading {source.name} for the metrics")
     for n in names:
-        if seen[n] < counts[n]:
-            raise ConfigError(f"{source.name} gave {seen[n]} images, {counts[n]} needed for {n}")
+        states[n].merge(comm, counts[n])
     return states
 
 
@@ -125,6 +145,7 @@ def evaluate(
     fid_method: str = "eigh",
     is_splits: int = 10,
     progress: bool = False,
+    comm: Collectives | None = None,
 ) -> dict[str, Any]:
     """Compute ``metrics`` of ``fake_source`` (against ``real_source`` where needed).
 
@@ -148,6 +169,12 @@ def evaluate(
         fid_method: "eigh" (fast, default) or "sqrtm" (scipy reference).
         is_splits: Inception Score splits (10).
         progress: show tqdm progress bars.
+        comm: the ranks of a multi-process job (e.g. the trainer's
+            ``progan.train.distributed.Dist``; see ``progan.metrics.parallel``). Every rank
+            calls ``evaluate`` with the same arguments, its own ``device``, and evaluates its
+            block of the images; rank 0 merges the blocks, reads and writes the caches and
+            computes the values; every rank returns them. ``batch_size`` must then be even
+            for MS-SSIM. None: this process alone.
 
     Returns:
         ``{"swd": {"128": .., ..., "avg": ..}, "ms-ssim": float, "fid": float,
@@ -155,35 +182,53 @@ def evaluate(
         "device": str}`` with only the requested metrics.
     """
     t0 = time.perf_counter()
+    comm = comm if comm is not None else SingleProcess()
+    main = comm.rank == 0
     names = resolve_names(metrics)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    fake = as_source(fake_source, seed=seed + 1)
-    real = as_source(real_source, seed=seed) if real_source is not None else None
-    need_real = [n for n in names if SPECS[n].needs_real]
-    if need_real and real is None:
-        raise ConfigError(f"{', '.join(need_real)} need real images (real_source / --data)")
-    if real is not None and real.channels != fake.channels:
-        raise ConfigError(f"channel mismatch: {real.channels} (real) vs {fake.channels}")
-    if real is not None and real.resolution < fake.resolution and need_real:
-        raise ConfigError(
-            f"real images ({real.resolution}px) are smaller than the evaluated ones "
-            f"({fake.resolution}px)"
-        )
-    ctx = Context(dev, fake.resolution, fake.channels, seed=seed, fid_method=fid_method,
-                  is_splits=is_splits)  # fmt: skip
 
-    counts = {n: num if num is not None else SPECS[n].default_num for n in names}
-    if any(c <= 0 for c in counts.values()):
-        raise ConfigError("--num must be positive")
-    for n in names:
-        counts[n] = fake.available(counts[n])
-    real_counts = {n: real.available(counts[n]) for n in need_real}
-    if "swd" in real_counts:
-        counts["swd"] = min(counts["swd"], real_counts["swd"])
-        real_counts["swd"] = counts["swd"]
+    def prepare() -> tuple[Any, Any, Context, dict[str, int], dict[str, int], str]:
+        if batch_size < 1:
+            raise ConfigError(f"batch size must be positive, got {batch_size}")
+        if comm.world_size > 1 and "ms-ssim" in names and batch_size % 2:
+            raise ConfigError(
+                f"MS-SSIM over {comm.world_size} ranks needs an even batch size (so that no "
+                f"image pair straddles two ranks), got {batch_size}"
+            )
+        fake = as_source(fake_source, seed=seed + 1)
+        real = as_source(real_source, seed=seed) if real_source is not None else None
+        need_real = [n for n in names if SPECS[n].needs_real]
+        if need_real and real is None:
+            raise ConfigError(f"{', '.join(need_real)} need real images (real_source / --data)")
+        if real is not None and real.channels != fake.channels:
+            raise ConfigError(f"channel mismatch: {real.channels} (real) vs {fake.channels}")
+        if real is not None and real.resolution < fake.resolution and need_real:
+            raise ConfigError(
+                f"real images ({real.resolution}px) are smaller than the evaluated ones "
+                f"({fake.resolution}px)"
+            )
+        ctx = Context(dev, fake.resolution, fake.channels, seed=seed, fid_method=fid_method,
+                      is_splits=is_splits)  # fmt: skip
+        counts = {n: num if num is not None else SPECS[n].default_num for n in names}
+        if any(c <= 0 for c in counts.values()):
+            raise ConfigError("--num must be positive")
+        for n in names:
+            counts[n] = fake.available(counts[n])
+        real_counts = {n: real.available(counts[n]) for n in need_real}
+        if "swd" in real_counts:
+            counts["swd"] = min(counts["swd"], real_counts["swd"])
+            real_counts["swd"] = counts["swd"]
+        weights_id = "random"
+        if any(SPECS[n].uses_inception for n in names) and not random_inception:
+            from progan.metrics.inception import find_inception_weights
 
+            weights_id = find_inception_weights(inception_path).name
+        return fake, real, ctx, counts, real_counts, weights_id
+
+    fake, real, ctx, counts, real_counts, weights_id = on_every_rank(
+        comm, prepare, "preparing the metrics"
+    )
     inception = None
-    weights_id = "random"
 
     def inception_fn(images: torch.Tensor) -> dict[str, torch.Tensor]:
         nonlocal inception
@@ -193,55 +238,76 @@ def evaluate(
             inception = load_inception(inception_path, dev, random_weights=random_inception)
         return inception(images)
 
-    if any(SPECS[n].uses_inception for n in names) and not random_inception:
-        from progan.metrics.inception import find_inception_weights
-
-        weights_id = find_inception_weights(inception_path).name
-
-    # Real side: memory cache, then disk (FID), then one pass for whatever is missing.
+    # Real side (rank 0): memory cache, then disk (FID); then one pass for what is missing.
     summaries: dict[str, Any] = {}
     cacheable = use_cache and real is not None and real.cache_key is not None
     cdir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    keys = {n: _cache_key(n, real, real_counts[n], ctx, weights_id) for n in need_real}
-    for n in need_real:
-        if cacheable and keys[n] in _MEMORY_CACHE:
-            _MEMORY_CACHE.move_to_end(keys[n])
-            summaries[n] = _MEMORY_CACHE[keys[n]]
-        elif cacheable and n == "fid" and not random_inception:
-            path = cdir / f"fid-stats-{keys[n]}.npz"
+    keys = {n: _cache_key(n, real, real_counts[n], ctx, weights_id) for n in real_counts}
+    if main:
+        summaries = _cached_summaries(keys, cacheable, cdir, random_inception)
+    todo = comm.broadcast_object(
+        [n for n in real_counts if n not in summaries], "agreeing on the real-image statistics"
+    )
+    if todo:
+        states = _run_pass(todo, {n: real_counts[n] for n in todo}, real, ctx, batch_size,
+                           inception_fn, "real" if progress else None, comm)  # fmt: skip
+        if main:
+            for n in todo:
+                summaries[n] = SPECS[n].summarize(states[n])
+                del states[n]
+                if cacheable:
+                    _remember(n, keys[n], summaries[n], real, real_counts[n], ctx, cdir,
+                              weights_id, random_inception)  # fmt: skip
+        del states
+
+    states = _run_pass(names, counts, fake, ctx, batch_size, inception_fn,
+                       "fake" if progress else None, comm)  # fmt: skip
+
+    def results() -> dict[str, Any]:
+        out: dict[str, Any] = {n: SPECS[n].result(states[n], summaries.get(n), ctx) for n in names}
+        out["num_images"] = dict(counts)
+        out["seconds"] = time.perf_counter() - t0
+        out["device"] = str(dev) if comm.world_size == 1 else f"{comm.world_size} x {dev}"
+        return out
+
+    return from_rank_zero(comm, results, "computing the metric values")
+
+
+def _cached_summaries(
+    keys: dict[str, str], cacheable: bool, cdir: Path, random_inception: bool
+) -> dict[str, Any]:
+    """The real-data summaries found in the memory cache, or (FID) on disk."""
+    summaries: dict[str, Any] = {}
+    if not cacheable:
+        return summaries
+    for n, key in keys.items():
+        if key in _MEMORY_CACHE:
+            _MEMORY_CACHE.move_to_end(key)
+            summaries[n] = _MEMORY_CACHE[key]
+        elif n == "fid" and not random_inception:
+            path = cdir / f"fid-stats-{key}.npz"
             if path.is_file():
                 try:
                     mu, sigma, _ = fid_mod.load_stats(path)
                     summaries[n] = (mu, sigma)
                 except (OSError, ValueError, KeyError):
                     pass
-    todo = [n for n in need_real if n not in summaries]
-    if todo:
-        states = _run_pass(todo, {n: real_counts[n] for n in todo}, real, ctx, batch_size,
-                           inception_fn, "real" if progress else None)  # fmt: skip
-        for n in todo:
-            summaries[n] = SPECS[n].summarize(states[n])
-            del states[n]
-            if not cacheable:
-                continue
-            _MEMORY_CACHE[keys[n]] = summaries[n]
-            while len(_MEMORY_CACHE) > _MEMORY_CACHE_SIZE:
-                _MEMORY_CACHE.popitem(last=False)
-            if n == "fid" and not random_inception:
-                mu, sigma = summaries[n]
-                meta = {
-                    "source": real.name, "cache_key": real.cache_key, "num": real_counts[n],
-                    "resolution": ctx.resolution, "seed": seed, "weights": weights_id,
-                }  # fmt: skip
-                with contextlib.suppress(OSError):  # a read-only cache only costs time
-                    fid_mod.save_stats(cdir / f"fid-stats-{keys[n]}.npz", mu, sigma, meta)
+    return summaries
 
-    states = _run_pass(names, counts, fake, ctx, batch_size, inception_fn,
-                       "fake" if progress else None)  # fmt: skip
-    out: dict[str, Any] = {}
-    for n in names:
-        out[n] = SPECS[n].result(states[n], summaries.get(n), ctx)
-    out["num_images"] = dict(counts)
-    out["seconds"] = time.perf_counter() - t0
-    out["device"] = str(dev)
-    return out
+
+def _remember(
+    name: str, key: str, summary: Any, real: ImageSource, num: int, ctx: Context, cdir: Path,
+    weights_id: str, random_inception: bool,
+) -> None:  # fmt: skip
+    """Keep a real-data summary in memory and, for FID with real weights, on disk."""
+    _MEMORY_CACHE[key] = summary
+    while len(_MEMORY_CACHE) > _MEMORY_CACHE_SIZE:
+        _MEMORY_CACHE.popitem(last=False)
+    if name == "fid" and not random_inception:
+        mu, sigma = summary
+        meta = {
+            "source": real.name, "cache_key": real.cache_key, "num": num,
+            "resolution": ctx.resolution, "seed": ctx.seed, "weights": weights_id,
+        }  # fmt: skip
+        with contextlib.suppress(OSError):  # a read-only cache only costs time
+            fid_mod.save_stats(cdir / f"fid-stats-{key}.npz", mu, sigma, meta)

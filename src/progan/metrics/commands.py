@@ -1,15 +1,22 @@
 """``progan metrics``: evaluate a checkpoint against a dataset, or two datasets.
 
-progan metrics CHECKPOINT --data DEST --metrics swd,ms-ssim,fid,is [--num N] [--json out.json]
+progan metrics CHECKPOINT --data DEST --metrics swd,ms-ssim,fid,is [--num-images N] [--json F]
 progan metrics --data A --against B --metrics swd,fid
+
+Under ``torchrun --nproc_per_node=N -m progan metrics ...`` the N processes share the work
+(each evaluates a block of the images on its own GPU; see ``progan.metrics.parallel``) and
+rank 0 prints and writes the results.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from progan.errors import ConfigError
+
+if TYPE_CHECKING:
+    from progan.train.distributed import Dist
 
 __all__ = ["add_command", "format_table", "run"]
 
@@ -26,7 +33,14 @@ def add_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
     p.add_argument("--data", required=True, help="reference (real) dataset: zip or folder")
     p.add_argument("--against", help="second dataset evaluated instead of a checkpoint")
     p.add_argument("--metrics", default="swd,ms-ssim,fid,is", help="comma-separated list")
-    p.add_argument("--num", type=int, help="images per metric (default: each metric's own)")
+    p.add_argument(
+        "--num-images",
+        "--num",
+        dest="num",
+        type=int,
+        help="images per metric (default: each metric's own); under torchrun spell it "
+        "--num-images (torchrun reads --num as its own --numa-binding)",
+    )
     p.add_argument("--json", help="write the results to this JSON file")
     p.add_argument("--device", help="torch device (default: cuda when available)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -58,15 +72,37 @@ def format_table(results: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``progan metrics``; returns the exit status."""
+    from progan.train.distributed import env_world_size, init_from_env
+
+    if (args.checkpoint is None) == (args.against is None):
+        raise ConfigError("give either a CHECKPOINT or --against DATASET (not both)")
+    if env_world_size() == 1:
+        return _evaluate_and_report(args, None)
+    comm = init_from_env()
+    failed = True
+    try:
+        code = _evaluate_and_report(args, comm)
+        failed = False
+        return code
+    except BaseException as exc:
+        comm.report_failure(exc)
+        raise
+    finally:
+        comm.close(failed=failed)
+
+
+def _evaluate_and_report(args: argparse.Namespace, comm: Dist | None) -> int:
+    """Evaluate as ``args`` say (``comm``: the ranks under torchrun); rank 0 reports."""
     import torch
 
     from progan.fileio import atomic_write_json
     from progan.metrics.api import evaluate
     from progan.metrics.sources import DatasetSource, GeneratorSource
 
-    if (args.checkpoint is None) == (args.against is None):
-        raise ConfigError("give either a CHECKPOINT or --against DATASET (not both)")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if comm is not None:
+        device = str(comm.device_for(args.device or "auto"))
+    else:
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     real = DatasetSource(args.data, seed=args.seed)
     if args.against is not None:
         fake = DatasetSource(args.against, seed=args.seed + 1)
@@ -85,7 +121,10 @@ def run(args: argparse.Namespace) -> int:
         use_cache=not args.no_cache,
         fid_method=args.fid_method,
         progress=not args.quiet,
+        comm=comm,
     )
+    if comm is not None and comm.rank != 0:
+        return 0
     results["fake"] = fake.name
     results["real"] = real.name
     print(format_table({k: v for k, v in results.items() if k not in ("fake", "real")}))

@@ -116,6 +116,35 @@ class FeatureStats:
         self._outer += x.T @ x
         self.num += x.shape[0]
 
+    @property
+    def shift(self) -> torch.Tensor | None:
+        """The (D,) float64 vector the sums are taken about (the first batch's mean)."""
+        return self._shift
+
+    def sums_about(self, center: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(sum (x - c), sum (x - c)(x - c)^T)`` over the fed features, about ``c`` =
+        ``center`` (D,): float64 CPU tensors (zeros when nothing was fed). Sums about one
+        common centre add up across sets (how ranks merge their statistics)."""
+        c = center.to(torch.float64).cpu()
+        if self._sum is None:
+            return torch.zeros_like(c), torch.zeros(c.numel(), c.numel(), dtype=torch.float64)
+        n = self.num
+        d = self._shift.cpu() - c
+        s = self._sum.cpu()
+        total = s + n * d
+        outer = self._outer.cpu() + torch.outer(d, s) + torch.outer(s, d) + n * torch.outer(d, d)
+        return total, outer
+
+    def load_sums(
+        self, num: int, center: torch.Tensor, total: torch.Tensor, outer: torch.Tensor
+    ) -> None:
+        """Replace the statistics by ``num`` features summed about ``center`` (as
+        ``sums_about`` returns them, e.g. added up over ranks)."""
+        self.num = int(num)
+        self._shift = center.to(torch.float64)
+        self._sum = total.to(self._shift.device, torch.float64)
+        self._outer = outer.to(self._shift.device, torch.float64)
+
     def mean(self) -> np.ndarray:
         if self._sum is None:
             raise ValueError("no features were fed")

@@ -20,6 +20,7 @@ from progan.metrics import fid as fid_mod
 from progan.metrics import inception_score as is_mod
 from progan.metrics import ms_ssim as ms_ssim_mod
 from progan.metrics import swd as swd_mod
+from progan.metrics.parallel import Collectives
 
 __all__ = ["ALIASES", "METRICS", "SPECS", "Context", "MetricSpec", "resolve_names"]
 
@@ -48,32 +49,73 @@ class _SWDState:
             store_device=ctx.swd_store_device,
         )
 
-    def feed(self, images: torch.Tensor, inception: dict | None) -> None:
-        self.desc.feed(images)
+    def feed(self, images: torch.Tensor, inception: dict | None, start: int) -> None:
+        self.desc.feed(images, start)
+
+    def merge(self, comm: Collectives, total: int) -> None:
+        """Rank 0 gets every rank's descriptors, in rank order (= image order)."""
+        gathered = [comm.gather_rows(t.cpu(), "gathering SWD descriptors")
+                    for t in self.desc.local_descriptors()]  # fmt: skip
+        if comm.rank == 0:
+            self.desc.replace_descriptors([torch.cat(parts) for parts in gathered], total)
 
 
 class _FIDState:
     def __init__(self, ctx: Context) -> None:
         self.stats = fid_mod.FeatureStats()
 
-    def feed(self, images: torch.Tensor, inception: dict | None) -> None:
+    def feed(self, images: torch.Tensor, inception: dict | None, start: int) -> None:
         self.stats.feed(inception["pool"])
+
+    def merge(self, comm: Collectives, total: int) -> None:
+        """Feature sums about rank 0's shift, added up over the ranks."""
+        center = comm.broadcast_object(
+            None if self.stats.shift is None else self.stats.shift.cpu(), "sharing FID's shift"
+        )
+        if center is None:  # no rank has features (rank 0 always has some when any has)
+            return
+        total_sum, outer = self.stats.sums_about(center)
+        count = torch.tensor([float(self.stats.num)], dtype=torch.float64)
+        comm.sum_tensors([count, total_sum, outer], "adding up FID statistics")
+        self.stats.load_sums(int(count.item()), center, total_sum, outer)
 
 
 class _ISState:
     def __init__(self, ctx: Context) -> None:
         self.acc = is_mod.LogitsAccumulator()
+        self.splits = ctx.is_splits
+        self.start: int | None = None
+        self.sums: torch.Tensor | None = None
 
-    def feed(self, images: torch.Tensor, inception: dict | None) -> None:
+    def feed(self, images: torch.Tensor, inception: dict | None, start: int) -> None:
+        if self.start is None:
+            self.start = start
         self.acc.feed(inception["logits"])
+
+    def merge(self, comm: Collectives, total: int) -> None:
+        """Per-split sums (by global image index), added up over the ranks."""
+        logits = self.acc.logits()
+        classes = comm.broadcast_object(logits.shape[1], "sharing the number of IS classes")
+        if self.start is not None:
+            self.sums = is_mod.split_sums(logits, self.splits, total, self.start)
+        else:  # a rank without images (rank 0 always has some)
+            self.sums = torch.zeros(self.splits, classes + 2, dtype=torch.float64)
+        comm.sum_tensors([self.sums], "adding up Inception Score sums")
 
 
 class _MSSSIMState:
     def __init__(self, ctx: Context) -> None:
         self.acc = ms_ssim_mod.MSSSIMAccumulator(ctx.device)
 
-    def feed(self, images: torch.Tensor, inception: dict | None) -> None:
+    def feed(self, images: torch.Tensor, inception: dict | None, start: int) -> None:
         self.acc.feed(images)
+
+    def merge(self, comm: Collectives, total: int) -> None:
+        """Pair-score sums and pair counts, added up over the ranks (each rank's block starts
+        at an even image index, so its pairs are one process's pairs)."""
+        sums = torch.tensor([self.acc.total, float(self.acc.num_pairs)], dtype=torch.float64)
+        comm.sum_tensors([sums], "adding up MS-SSIM scores")
+        self.acc.total, self.acc.num_pairs = float(sums[0]), int(sums[1])
 
 
 def _swd_summary(state: _SWDState) -> Any:
@@ -99,7 +141,7 @@ def _fid_result(fake: _FIDState, real_summary: Any, ctx: Context) -> float:
 
 
 def _is_result(fake: _ISState, real_summary: Any, ctx: Context) -> dict[str, float]:
-    mean, std = fake.acc.value(ctx.is_splits)
+    mean, std = is_mod.score_from_split_sums(fake.sums)
     return {"mean": mean, "std": std}
 
 
@@ -111,9 +153,13 @@ def _ms_ssim_result(fake: _MSSSIMState, real_summary: Any, ctx: Context) -> floa
 class MetricSpec:
     """How a metric is computed.
 
-    ``new_state(ctx)`` makes a per-set accumulator with ``feed(images, inception_outputs)``;
-    ``summarize(state)`` turns the real set's accumulator into a cacheable summary (metrics
-    with ``needs_real``); ``result(fake_state, real_summary, ctx)`` gives the metric value.
+    ``new_state(ctx)`` makes a per-set accumulator with ``feed(images, inception_outputs,
+    start)`` (``start``: the set index of ``images[0]``) and ``merge(comm, total)``, which
+    combines the accumulators of the ranks that shared the set of ``total`` images (see
+    ``progan.metrics.parallel``; it is called once, also in a single process, and rank 0's
+    state is the whole set's afterwards); ``summarize(state)`` turns the real set's
+    accumulator into a cacheable summary (metrics with ``needs_real``);
+    ``result(fake_state, real_summary, ctx)`` gives the metric value.
     """
 
     name: str
@@ -124,16 +170,19 @@ class MetricSpec:
     result: Callable[[Any, Any, Context], Any]
     summarize: Callable[[Any], Any] | None = None
     description: str = ""
+    min_resolution: int = 1  # smallest image size (pixels) the metric is defined for
 
 
 SPECS: dict[str, MetricSpec] = {
     "swd": MetricSpec(
         "swd", 16384, True, False, _SWDState, _swd_result, _swd_summary,
         "sliced Wasserstein distance x1e3 per Laplacian level and average (lower is better)",
+        8,
     ),
     "ms-ssim": MetricSpec(
         "ms-ssim", 20000, False, False, _MSSSIMState, _ms_ssim_result, None,
         "mean MS-SSIM over pairs of images of the evaluated set (lower = more variation)",
+        16,
     ),
     "fid": MetricSpec(
         "fid", 50000, True, True, _FIDState, _fid_result, _fid_summary,

@@ -2,9 +2,10 @@
 
 A source has ``name``, ``resolution``, ``channels``, ``size`` (number of distinct images, or
 None for an unlimited generator), ``cache_key`` (a string identifying its content for caching
-real-data statistics, or None for "do not cache") and ``batches(num, batch_size, device)``
-yielding (n, C, R, R) uint8 tensors on ``device``, ``num`` images in total (fewer if the source
-is smaller).
+real-data statistics, or None for "do not cache") and ``batches(num, batch_size, device,
+start=0)`` yielding (n, C, R, R) uint8 tensors on ``device``: the images with index ``start``
+to ``num - 1`` (fewer if the source is smaller), in batches of ``batch_size`` counted from
+``start``. A rank of a parallel evaluation reads its block of the set with ``start``.
 
 * ``ArraySource`` -- images already in memory (tests, callers with their own data).
 * ``DatasetSource`` -- a progan dataset (zip or folder; ``progan.data.dataset.ImageDataset``),
@@ -50,7 +51,7 @@ class ImageSource:
     cache_key: str | None = None
 
     def batches(
-        self, num: int, batch_size: int, device: str | torch.device = "cpu"
+        self, num: int, batch_size: int, device: str | torch.device = "cpu", start: int = 0
     ) -> Iterator[torch.Tensor]:
         raise NotImplementedError
 
@@ -77,9 +78,9 @@ class ArraySource(ImageSource):
         self.size = int(self.images.shape[0])
         self.cache_key = cache_key
 
-    def batches(self, num, batch_size, device="cpu"):
+    def batches(self, num, batch_size, device="cpu", start=0):
         n = self.available(num)
-        for i in range(0, n, batch_size):
+        for i in range(start, n, batch_size):
             yield self.images[i : min(i + batch_size, n)].to(device)
 
 
@@ -141,15 +142,15 @@ class DatasetSource(ImageSource):
             self.cache_key = None
         self._order = np.random.default_rng(self.seed).permutation(self.size)
 
-    def batches(self, num, batch_size, device="cpu"):
+    def batches(self, num, batch_size, device="cpu", start=0):
         n = self.available(num)
-        idx = self._order[:n]
+        idx = self._order[start:n]
 
         def load(i: int) -> np.ndarray:
             return np.asarray(self.dataset[int(i)][0])
 
         with ThreadPoolExecutor(self.num_workers) as pool:
-            for lo in range(0, n, batch_size):
+            for lo in range(0, len(idx), batch_size):
                 imgs = list(pool.map(load, idx[lo : lo + batch_size]))
                 yield torch.from_numpy(np.stack(imgs)).to(device)
 
@@ -172,8 +173,8 @@ class CallableSource(ImageSource):
         self.seed_offset = int(seed_offset)
         self.name = name
 
-    def batches(self, num, batch_size, device="cpu"):
-        for lo in range(0, num, batch_size):
+    def batches(self, num, batch_size, device="cpu", start=0):
+        for lo in range(start, num, batch_size):
             seeds = list(range(self.seed_offset + lo, self.seed_offset + min(lo + batch_size, num)))
             yield _as_uint8_tensor(self.fn(seeds)).to(device)
 

@@ -158,7 +158,10 @@ class PatchDescriptors:
         patches_per_image: 128 in the paper.
         patch_size: 7 in the paper.
         min_resolution: coarsest pyramid level (16 in the paper).
-        seed: seed of the patch-centre sampling.
+        seed: seed of the patch-centre sampling (one stream over all batches, or, when
+            ``feed`` is given the index of the batch's first image, a stream per batch keyed
+            by that index: then any split of the set into batches of the same images draws
+            the same patches, which lets several processes share one set).
         device: where the pyramid is computed (e.g. ``"cuda"``).
         store_device: where descriptors are kept between batches (``"cpu"`` keeps GPU memory
             bounded; pass the compute device to avoid transfers when memory allows).
@@ -187,12 +190,14 @@ class PatchDescriptors:
         self.device = torch.device(device)
         self.store_device = torch.device(store_device)
         self.num_images = 0
-        self._generator = torch.Generator().manual_seed(int(seed))
+        self.seed = int(seed)
+        self._generator = torch.Generator().manual_seed(self.seed)
         self._chunks: list[list[torch.Tensor]] = [[] for _ in self.resolutions]
 
     @torch.no_grad()
-    def feed(self, images: torch.Tensor) -> None:
-        """Add a batch: (N, C, R, R) uint8 (or float in 0..255) tensor on any device."""
+    def feed(self, images: torch.Tensor, start: int | None = None) -> None:
+        """Add a batch: (N, C, R, R) uint8 (or float in 0..255) tensor on any device;
+        ``start``: the set index of ``images[0]`` (keys the patch sampling, see above)."""
         if images.ndim != 4 or tuple(images.shape[1:]) != (
             self.channels,
             self.resolution,
@@ -202,11 +207,26 @@ class PatchDescriptors:
                 f"expected images of shape (N, {self.channels}, {self.resolution}, "
                 f"{self.resolution}), got {tuple(images.shape)}"
             )
+        if start is not None:
+            self._generator.manual_seed((self.seed * 2**32 + int(start)) % 2**63)
         x = images.to(self.device, non_blocking=True).float()
         for i, level in enumerate(laplacian_pyramid(x, len(self.resolutions))):
             desc = sample_patches(level, self.patches_per_image, self.patch_size, self._generator)
             self._chunks[i].append(desc.to(self.store_device))
         self.num_images += images.shape[0]
+
+    def local_descriptors(self) -> list[torch.Tensor]:
+        """The raw (unnormalized) descriptors fed so far, per level, as one tensor each."""
+        width = self.channels * self.patch_size**2
+        return [
+            torch.cat(chunks) if chunks else torch.zeros(0, width, device=self.store_device)
+            for chunks in self._chunks
+        ]
+
+    def replace_descriptors(self, levels: list[torch.Tensor], num_images: int) -> None:
+        """Make ``levels`` (raw descriptors, as ``local_descriptors``) this set's content."""
+        self._chunks = [[t] for t in levels]
+        self.num_images = int(num_images)
 
     def finalize(self) -> list[torch.Tensor]:
         """Normalized descriptors per level: list of (num_images * 128, C * 49) float32.

@@ -209,6 +209,34 @@ class Dist:
             dist.broadcast_object_list(box, src=0, group=self.slow_group, device=self.cpu)
         return box[0]
 
+    def all_gather_object(self, obj: Any, what: str = "exchanging results") -> list[Any]:
+        """Every rank's ``obj`` (picklable), in rank order, over the slow CPU group."""
+        out: list[Any] = [None] * self.world_size
+        with self.guard(what):
+            dist.all_gather_object(out, obj, group=self.slow_group)
+        return out
+
+    def sum_tensors(self, tensors: list[torch.Tensor], what: str = "adding up") -> None:
+        """Sum each CPU tensor over ranks in place, over the slow CPU group (metrics)."""
+        with self.guard(what):
+            for t in tensors:
+                dist.all_reduce(t, op=dist.ReduceOp.SUM, group=self.slow_group)
+
+    def gather_rows(
+        self, tensor: torch.Tensor, what: str = "gathering"
+    ) -> list[torch.Tensor] | None:
+        """Every rank's (n_r, ...) CPU tensor on rank 0, in rank order (None elsewhere);
+        ``n_r`` may differ between ranks. Over the slow CPU group (metrics)."""
+        rows = self.all_gather_object(int(tensor.shape[0]), what)
+        padded = tensor.new_zeros((max(rows), *tensor.shape[1:]))
+        padded[: tensor.shape[0]] = tensor
+        parts = [torch.empty_like(padded) for _ in rows] if self.is_main else None
+        with self.guard(what):
+            dist.gather(padded, parts, dst=0, group=self.slow_group)
+        if parts is None:
+            return None
+        return [p[:n] for p, n in zip(parts, rows, strict=True)]
+
     def all_reduce_sum(self, tensor: torch.Tensor, what: str = "all-reduce") -> torch.Tensor:
         """In-place sum over ranks (NCCL for CUDA tensors, gloo for CPU tensors)."""
         with self.guard(what):

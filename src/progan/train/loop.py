@@ -510,26 +510,30 @@ class Trainer:
         self, stats: StatsWriter | None, metrics: bool = True, reals_grid: bool = False
     ) -> dict[str, float]:
         """Sample grid, EMA generator snapshot and full training state for the current kimg;
-        then the configured metrics of the snapshot (returned as flat ``metric/...`` values).
+        then the configured metrics of the snapshot (returned as flat ``metric/...`` values)
+        and ``best.json``.
 
-        Data-parallel: rank 0 does all of it (metrics included) while the other ranks wait
-        for it; they return {}."""
+        Data-parallel: rank 0 writes the files while the other ranks wait; then all ranks
+        evaluate the metrics together (each its share of the images) and all return the
+        values; rank 0 updates ``best.json``."""
         if not self._all_finite():
             raise TrainingDiverged("weights are not finite; refusing to write a checkpoint")
         if self.dist is None:
-            values = self._write_snapshot_files(stats, metrics, reals_grid)
+            self._write_snapshot_files(stats, reals_grid)
         else:
-            what = "writing a snapshot" + (" and evaluating metrics" if metrics else "")
-            values = self.dist.run_on_main(
-                lambda: self._write_snapshot_files(stats, metrics, reals_grid), what
+            self.dist.run_on_main(
+                lambda: self._write_snapshot_files(stats, reals_grid), "writing a snapshot"
             )
         self.nan_retries = 0  # progress past the failure: the next fault gets 3 tries again
         self.checkpoint_images = self.images
-        return values or {}
+        if not (metrics and self.metric_names):
+            return {}
+        values = self.evaluate_metrics()
+        if self.is_main:
+            self._update_best(values, self.images / 1000.0, self.schedule.at(self.images))
+        return values
 
-    def _write_snapshot_files(
-        self, stats: StatsWriter | None, metrics: bool, reals_grid: bool
-    ) -> dict[str, float]:
+    def _write_snapshot_files(self, stats: StatsWriter | None, reals_grid: bool) -> None:
         from progan.tools.grid import make_grid, save_image_grid
 
         kimg = self.images / 1000.0
@@ -552,23 +556,26 @@ class Trainer:
         self.checkpoint_images = self.images
         if reals_grid:
             save_image_grid_reals(self, self.run_dir / "reals.png")
-        if not (metrics and self.metric_names):
-            return {}
-        values = self.evaluate_metrics()
-        self._update_best(values, kimg, st)
-        return values
 
     @torch.no_grad()
     def evaluate_metrics(self) -> dict[str, float]:
         """The configured metrics of the EMA generator at the current phase (its resolution;
         real images are box-downscaled to it), flattened: ``metric/swd/16``,
         ``metric/swd/avg``, ``metric/fid``, ``metric/is/mean``, ``metric/ms-ssim``, plus
-        ``metric/seconds``."""
+        ``metric/seconds``. Metrics not defined at the phase's resolution (SWD below 8x8,
+        MS-SSIM below 16x16) are left out. Data-parallel, every rank calls this: each
+        generates and measures its share of the images (``progan.metrics.parallel``) and
+        all get the values, the same as one process computes (up to float64 summation
+        order)."""
         from progan.generate import to_uint8
         from progan.metrics.api import evaluate
+        from progan.metrics.registry import SPECS
         from progan.metrics.sources import CallableSource
 
         st = self.schedule.at(self.images)
+        names = [n for n in self.metric_names if st.resolution >= SPECS[n].min_resolution]
+        if not names:  # e.g. SWD before 8x8 and MS-SSIM before 16x16: nothing to measure
+            return {}
         net = self.cfg.network
         latent_gen = torch.Generator(self.device)
 
@@ -582,15 +589,16 @@ class Trainer:
 
         source = CallableSource(fake_batch, st.resolution, net.channels, name="training")
         result = evaluate(
-            self.metric_names,
+            names,
             source,
             self.cfg.data,
             num=self.cfg.metrics_num or None,
             device=self.device,
             seed=self.cfg.seed,
+            comm=self.dist,
         )
         flat: dict[str, float] = {}
-        for name in self.metric_names:
+        for name in names:
             value = result[name]
             if isinstance(value, dict):
                 flat.update({f"metric/{name}/{k}": float(v) for k, v in value.items()})
