@@ -60,3 +60,20 @@ def test_training_state_keeps_only_recent_checkpoints(shapes8, tmp_path):
     assert [e["state"] for e in ckpt.read_manifest(run)] == states
     # All generator snapshots are kept (initial one + one per tick).
     assert len(list(run.glob("snapshot-*.safetensors"))) == 5
+
+
+def test_log_line_lost_after_its_checkpoint_comes_back_on_resume(shapes8, tmp_path):
+    """A process killed after writing a tick's checkpoint but before appending the tick's log
+    line: the resumed run restores that line from the checkpoint, so the log has no gap."""
+    import json
+
+    run = train(tiny_config(shapes8, tmp_path), progress=False, max_ticks=2)
+    log = run / "log.jsonl"
+    lines = log.read_text().splitlines()
+    lost = json.loads(lines[-1])
+    log.write_text(lines[0] + "\n")  # the kill: checkpoint 0.128 on disk, its log line not
+    train(resume=run, progress=False, max_ticks=1)
+    records = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [r["kimg"] for r in records] == [0.064, 0.128, 0.192]
+    restored = records[1]
+    assert restored == {k: v for k, v in lost.items() if k != "maintenance_sec"}

@@ -53,11 +53,16 @@ class _SWDState:
         self.desc.feed(images, start)
 
     def merge(self, comm: Collectives, total: int) -> None:
-        """Rank 0 gets every rank's descriptors, in rank order (= image order)."""
-        gathered = [comm.gather_rows(t.cpu(), "gathering SWD descriptors")
-                    for t in self.desc.local_descriptors()]  # fmt: skip
+        """Rank 0 gets every rank's descriptors, in rank order (= image order). Level by
+        level, releasing each rank's copy as it goes (they can take gigabytes)."""
+        levels = []
+        for i in range(len(self.desc.resolutions)):
+            parts = comm.gather_rows(self.desc.take_level(i).cpu(), "gathering SWD descriptors")
+            if parts is not None:
+                levels.append(parts[0] if len(parts) == 1 else torch.cat(parts))
+            del parts
         if comm.rank == 0:
-            self.desc.replace_descriptors([torch.cat(parts) for parts in gathered], total)
+            self.desc.replace_descriptors(levels, total)
 
 
 class _FIDState:

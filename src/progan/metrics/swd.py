@@ -215,16 +215,16 @@ class PatchDescriptors:
             self._chunks[i].append(desc.to(self.store_device))
         self.num_images += images.shape[0]
 
-    def local_descriptors(self) -> list[torch.Tensor]:
-        """The raw (unnormalized) descriptors fed so far, per level, as one tensor each."""
-        width = self.channels * self.patch_size**2
-        return [
-            torch.cat(chunks) if chunks else torch.zeros(0, width, device=self.store_device)
-            for chunks in self._chunks
-        ]
+    def take_level(self, index: int) -> torch.Tensor:
+        """Remove and return the raw (unnormalized) descriptors of level ``index`` fed so far:
+        (num_images * patches_per_image, C * patch_size**2) float32 (0 rows if none)."""
+        chunks, self._chunks[index] = self._chunks[index], []
+        if not chunks:
+            return torch.zeros(0, self.channels * self.patch_size**2, device=self.store_device)
+        return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
 
     def replace_descriptors(self, levels: list[torch.Tensor], num_images: int) -> None:
-        """Make ``levels`` (raw descriptors, as ``local_descriptors``) this set's content."""
+        """Make ``levels`` (raw descriptors per level, as ``take_level``) this set's content."""
         self._chunks = [[t] for t in levels]
         self.num_images = int(num_images)
 

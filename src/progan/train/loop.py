@@ -23,6 +23,7 @@ readbacks. Only rank 0 writes files; the others wait for it at snapshots.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import signal
 import time
@@ -213,6 +214,10 @@ class Trainer:
         self.steps = 0
         self.ticks = 0
         self.seconds = 0.0  # training time of earlier sessions of this run
+        # The log.jsonl line of the tick a checkpoint closes, saved inside the checkpoint: a
+        # process killed after the checkpoint but before the log write gets it back on resume.
+        self.tick_record: dict[str, Any] | None = None
+        self.resumed_tick_record: dict[str, Any] | None = None
         self.phase_key: tuple[int, bool] | None = None
         self.nan_retries = 0
         fixed = torch.Generator().manual_seed(cfg.seed + 12345)
@@ -439,6 +444,7 @@ class Trainer:
             "seconds": self.seconds,
             "data_position": self.data_position,
             "phase_key": list(self.phase_key) if self.phase_key is not None else None,
+            "log_record": json.dumps(self.tick_record) if self.tick_record else None,
         }
 
     def load_state_dict(self, state: dict[str, Any], source: str = "checkpoint") -> None:
@@ -467,6 +473,8 @@ class Trainer:
         self.ticks = int(state["ticks"])
         self.seconds = float(state["seconds"])
         self._data_position = int(state["data_position"])
+        record = state.get("log_record")  # absent in checkpoints of older versions
+        self.resumed_tick_record = json.loads(record) if record else None
         self.checkpoint_images = self.images
         self.phase_key = tuple(state["phase_key"]) if state["phase_key"] is not None else None
         if self.stream is not None:
@@ -666,7 +674,10 @@ class Trainer:
         stats_writer = None
         if self.is_main:  # data-parallel: only rank 0 writes files
             stats_writer = StatsWriter(self.run_dir)
-            stats_writer.truncate_after(self.images / 1000.0)
+            last_kimg = stats_writer.truncate_after(self.images / 1000.0)
+            lost = self.resumed_tick_record
+            if lost is not None and (last_kimg is None or last_kimg < lost["kimg"] - 1e-9):
+                stats_writer.write(lost)  # the checkpoint was written, its log line was not
             best = ckpt.read_best(self.run_dir)
             if best is not None and best.get("kimg", 0.0) > self.images / 1000.0 + 1e-9:
                 (self.run_dir / ckpt.BEST_NAME).unlink()  # from work lost since this checkpoint
@@ -713,7 +724,11 @@ class Trainer:
                 out_of_time = time_up
             stop_now = (max_ticks is not None and ticks_this_session >= max_ticks) or out_of_time
             if self.ticks % cfg.snapshot_ticks == 0 or last or stop_now:
-                record.update(self.write_snapshot(stats_writer))
+                self.tick_record = record
+                try:
+                    record.update(self.write_snapshot(stats_writer))
+                finally:
+                    self.tick_record = None
             record["maintenance_sec"] = round(time.time() - maintenance, 3)
             if stats_writer is not None:
                 stats_writer.write(record)

@@ -32,19 +32,23 @@ class StatsWriter:
             except ImportError:  # TensorBoard is optional
                 self.tb = None
 
-    def truncate_after(self, kimg: float) -> None:
+    def truncate_after(self, kimg: float) -> float | None:
         """Drop log lines past ``kimg`` (work lost since the checkpoint being resumed), so
-        that a resumed run's log has neither gaps nor duplicate kimg entries."""
+        that a resumed run's log has neither gaps nor duplicate kimg entries. Returns the
+        kimg of the last line kept (None: no line)."""
         if not self.log_path.exists():
-            return
-        kept = []
+            return None
+        kept, last = [], None
         for line in self.log_path.read_text(encoding="utf-8").splitlines():
             try:
-                if json.loads(line).get("kimg", 0.0) <= kimg + 1e-9:
-                    kept.append(line)
+                line_kimg = json.loads(line).get("kimg", 0.0)
             except ValueError:
                 continue  # a line torn by a crash
+            if line_kimg <= kimg + 1e-9:
+                kept.append(line)
+                last = line_kimg
         atomic_write_bytes(self.log_path, ("\n".join(kept) + "\n" if kept else "").encode())
+        return last
 
     def write(self, record: dict[str, Any]) -> None:
         with open(self.log_path, "a", encoding="utf-8") as f:
