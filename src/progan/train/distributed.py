@@ -43,8 +43,9 @@ import torch.distributed as dist
 from progan.errors import ConfigError, ProganError
 
 DEFAULT_TIMEOUT_S = 300.0
-# Other ranks wait this long for rank 0's snapshot, checkpoint and metrics (or its loading of a
-# checkpoint); a rank that dies is noticed at once, this only bounds a *hung* rank 0.
+# Ranks wait this long for rank 0's snapshot and checkpoint (or its loading of a checkpoint)
+# and for each other in the metrics' exchanges; a rank that dies is noticed at once, this only
+# bounds a *hung* rank.
 SLOW_TIMEOUT_S = 3 * 3600.0
 BUCKET_BYTES = 25 * 2**20
 DEBUG_FAIL_ENV = "PROGAN_DEBUG_FAIL"  # "RANK:STEP": raise on that rank at that step (tests)
@@ -149,8 +150,8 @@ class Dist:
         self.timeout_s = float(timeout_s)
         self.owns_group = owns_group
         self.cpu = torch.device("cpu")
-        # A gloo group with a long timeout for waiting on rank 0's files, metrics and
-        # checkpoint loading (a CPU group also carries the pickled objects).
+        # A gloo group with a long timeout for waiting on rank 0's files and checkpoint loading
+        # and for the metrics' exchanges (a CPU group also carries the pickled objects).
         with self.guard("creating the process group for waiting on rank 0"):
             self.slow_group = dist.new_group(
                 backend="gloo", timeout=timedelta(seconds=max(self.timeout_s, SLOW_TIMEOUT_S))
