@@ -566,9 +566,10 @@ class Trainer:
             save_image_grid_reals(self, self.run_dir / "reals.png")
 
     @torch.no_grad()
-    def evaluate_metrics(self) -> dict[str, float]:
-        """The configured metrics of the EMA generator at the current phase (its resolution;
-        real images are box-downscaled to it), flattened: ``metric/swd/16``,
+    def evaluate_metrics(self, st: PhaseState | None = None) -> dict[str, float]:
+        """The configured metrics of the EMA generator at the current phase, or at ``st``
+        (its depth, fade and resolution; real images are box-downscaled to it), flattened:
+        ``metric/swd/16``,
         ``metric/swd/avg``, ``metric/fid``, ``metric/is/mean``, ``metric/ms-ssim``, plus
         ``metric/seconds``. Metrics not defined at the phase's resolution (SWD below 8x8,
         MS-SSIM below 16x16) are left out. Data-parallel, every rank calls this: each
@@ -580,7 +581,7 @@ class Trainer:
         from progan.metrics.registry import SPECS
         from progan.metrics.sources import CallableSource
 
-        st = self.schedule.at(self.images)
+        st = st if st is not None else self.schedule.at(self.images)
         names = [n for n in self.metric_names if st.resolution >= SPECS[n].min_resolution]
         if not names:  # e.g. SWD before 8x8 and MS-SSIM before 16x16: nothing to measure
             return {}
