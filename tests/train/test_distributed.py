@@ -312,3 +312,16 @@ def test_conditional_model_with_streamed_data_matches_one_process(shapes8, tmp_p
     assert code == 0
     (two,) = (tmp_path / "two").iterdir()
     assert_same_state(state_at(one, 0.256), state_at(two, 0.256), TOL)
+
+
+def test_several_d_steps_per_g_step_match_one_process(shapes8, tmp_path):
+    """n_critic = 2 (Table 1 rows a-c use 5): each D step reads a fresh global minibatch,
+    here across the end of the 4x4 phase in the middle of a step (0.2 kimg is not a multiple
+    of the 32 images of a step)."""
+    kw = {"d_steps": 2}
+    one = train(tiny_config(shapes8, tmp_path / "one", **kw), progress=False, max_ticks=4)
+    code = launch_local(2, _rank_worker, shapes8, tmp_path / "two", 4, tmp_path / "cwd", kw)
+    assert code == 0
+    (two,) = (tmp_path / "two").iterdir()
+    for kimg in (0.128, 0.256):
+        assert_same_state(state_at(one, kimg), state_at(two, kimg), TOL)

@@ -182,9 +182,6 @@ class Trainer:
         # Buffers that training changes (batch-norm statistics of the ablation networks):
         # rank 0's are broadcast after every step, as DDP does, so that all replicas agree.
         self._synced_buffers: list[torch.Tensor] = []
-        if dist is not None and cfg.d_steps > 1:
-            # The sharded stream plans each rank's rows by images shown per step.
-            raise ConfigError("d_steps > 1 is not supported in data-parallel training yet")
         if dist is not None:
             notes = check_batch_sizes(
                 self.schedule.segments(), dist.world_size, net.mbstd_group_size
