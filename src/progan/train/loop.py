@@ -534,8 +534,13 @@ class Trainer:
         if not (metrics and self.metric_names):
             return {}
         values = self.evaluate_metrics()
-        if self.is_main:
-            self._update_best(values, self.images / 1000.0, self.schedule.at(self.images))
+        kimg, st = self.images / 1000.0, self.schedule.at(self.images)
+        if self.dist is None:
+            self._update_best(values, kimg, st)
+        else:
+            self.dist.run_on_main(
+                lambda: self._update_best(values, kimg, st), "recording the best snapshot"
+            )
         return values
 
     def _write_snapshot_files(self, stats: StatsWriter | None, reals_grid: bool) -> None:
@@ -566,13 +571,12 @@ class Trainer:
     def evaluate_metrics(self, st: PhaseState | None = None) -> dict[str, float]:
         """The configured metrics of the EMA generator at the current phase, or at ``st``
         (its depth, fade and resolution; real images are box-downscaled to it), flattened:
-        ``metric/swd/16``,
-        ``metric/swd/avg``, ``metric/fid``, ``metric/is/mean``, ``metric/ms-ssim``, plus
-        ``metric/seconds``. Metrics not defined at the phase's resolution (SWD below 8x8,
-        MS-SSIM below 16x16) are left out. Data-parallel, every rank calls this: each
-        generates and measures its share of the images (``progan.metrics.parallel``) and
-        all get the values, the same as one process computes (up to float64 summation
-        order)."""
+        ``metric/swd/16``, ``metric/swd/avg``, ``metric/fid``, ``metric/is/mean``,
+        ``metric/ms-ssim``, plus ``metric/seconds``. Metrics not defined at the phase's
+        resolution (SWD below 8x8, MS-SSIM below 16x16) are left out. Data-parallel, every
+        rank calls this: each generates and measures its share of the images
+        (``progan.metrics.parallel``) and all get the values, the same as one process
+        computes (up to float64 summation order)."""
         from progan.generate import to_uint8
         from progan.metrics.api import evaluate
         from progan.metrics.registry import SPECS
