@@ -108,3 +108,15 @@ def test_metrics_wait_for_the_resolution_they_need(shapes16, tmp_path):
     assert seen[4] == set()
     assert seen[8] == {"metric/swd/8", "metric/swd/avg"}
     assert seen[16] == {"metric/swd/16", "metric/swd/avg", "metric/ms-ssim"}
+
+
+def test_missing_inception_weights_stop_the_run_before_training(shapes16, tmp_path, monkeypatch):
+    from progan.errors import ProganError
+
+    monkeypatch.setenv("PROGAN_INCEPTION_WEIGHTS", str(tmp_path / "absent.pth"))
+    cfg = small_config(shapes16, tmp_path / "runs")
+    cfg.metrics = ["swd", "fid"]
+    with pytest.raises(ProganError, match=r"Inception weights not found: .*absent\.pth"):
+        train(cfg, progress=False, max_ticks=2)
+    (run,) = (tmp_path / "runs").iterdir()
+    assert not list(run.glob("state-*.pt"))  # nothing was trained

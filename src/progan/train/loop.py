@@ -159,6 +159,7 @@ class Trainer:
             from progan.metrics.registry import resolve_names
 
             self.metric_names = resolve_names(cfg.metrics)
+            self._check_inception_weights()
         else:
             self.metric_names = []
         net = cfg.network
@@ -239,6 +240,22 @@ class Trainer:
             eps=self.cfg.adam_eps,
             **kwargs,
         )
+
+    def _check_inception_weights(self) -> None:
+        """FID and IS need the Inception weights: find (or download) them now rather than at
+        the first snapshot. Data-parallel, local rank 0 of each node may download them; the
+        others then look for the file, and all ranks stop if any lacks it."""
+        from progan.metrics.inception import find_inception_weights
+        from progan.metrics.parallel import SingleProcess, on_every_rank
+        from progan.metrics.registry import SPECS
+
+        if not any(SPECS[n].uses_inception for n in self.metric_names):
+            return
+        comm = self.dist if self.dist is not None else SingleProcess()
+        first = self.dist is None or self.dist.local_rank == 0
+        what = "looking for the Inception weights"
+        on_every_rank(comm, lambda: first and find_inception_weights(), what)
+        on_every_rank(comm, lambda: first or find_inception_weights(download=False), what)
 
     def _check_dataset(self) -> None:
         net, ds = self.cfg.network, self.dataset
