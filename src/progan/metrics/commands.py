@@ -72,23 +72,11 @@ def format_table(results: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``progan metrics``; returns the exit status."""
-    from progan.train.distributed import env_world_size, init_from_env
+    from progan.train.distributed import run_as_rank
 
     if (args.checkpoint is None) == (args.against is None):
         raise ConfigError("give either a CHECKPOINT or --against DATASET (not both)")
-    if env_world_size() == 1:
-        return _evaluate_and_report(args, None)
-    comm = init_from_env()
-    failed = True
-    try:
-        code = _evaluate_and_report(args, comm)
-        failed = False
-        return code
-    except BaseException as exc:
-        comm.report_failure(exc)
-        raise
-    finally:
-        comm.close(failed=failed)
+    return run_as_rank(lambda comm: _evaluate_and_report(args, comm))
 
 
 def _evaluate_and_report(args: argparse.Namespace, comm: Dist | None) -> int:

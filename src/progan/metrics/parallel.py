@@ -23,6 +23,7 @@ equal to one process's up to float64 summation order.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
@@ -127,7 +128,8 @@ def on_every_rank(comm: Collectives, fn: Callable[[], T], what: str) -> T:
 
 def from_rank_zero(comm: Collectives, fn: Callable[[], T], what: str) -> T:
     """``fn()`` computed on rank 0 and sent to every rank (it must be picklable). A failure
-    on rank 0 is re-raised there and raised as :class:`RankFailed` on the others."""
+    on rank 0 (an interrupt included) is re-raised there and raised as :class:`RankFailed` on
+    the others. The trainer's ``Dist.run_on_main`` is built on this."""
     if comm.rank != 0:
         error, result = comm.broadcast_object(None, what=f"waiting for rank 0 ({what})")
         if error is not None:
@@ -135,9 +137,11 @@ def from_rank_zero(comm: Collectives, fn: Callable[[], T], what: str) -> T:
         return result
     try:
         result = fn()
-    except Exception as exc:
+    except BaseException as exc:
         if comm.world_size > 1:
-            comm.broadcast_object((f"{type(exc).__name__}: {exc}", None), what=what)
+            # best effort: the others may be gone already, and rank 0's own error matters
+            with contextlib.suppress(Exception):
+                comm.broadcast_object((f"{type(exc).__name__}: {exc}", None), what=what)
         raise
     if comm.world_size > 1:
         comm.broadcast_object((None, result), what=what)

@@ -34,13 +34,16 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from progan.errors import ConfigError, ProganError
+from progan.metrics.parallel import from_rank_zero
+
+T = TypeVar("T")
 
 DEFAULT_TIMEOUT_S = 300.0
 # Ranks wait this long for rank 0's snapshot and checkpoint (or its loading of a checkpoint)
@@ -252,22 +255,14 @@ class Dist:
 
     def run_on_main(self, fn: Callable[[], Any], what: str, share: bool = False) -> Any:
         """Run ``fn`` on rank 0 only while the others wait (on the slow group). A failure on
-        rank 0 is re-raised there and reported on the others as a :class:`DistributedError`.
-        Returns ``fn()``'s result on rank 0, and on the others None, or with ``share`` rank
-        0's result (it must be picklable)."""
-        if not self.is_main:
-            error, result = self.broadcast_object(None, what=f"waiting for rank 0 ({what})")
-            if error is not None:
-                raise DistributedError(f"rank 0 failed while {what}: {error}")
-            return result
-        try:
-            result = fn()
-        except BaseException as exc:
-            with contextlib.suppress(DistributedError):
-                self.broadcast_object((f"{type(exc).__name__}: {exc}", None), what=what)
-            raise
-        self.broadcast_object((None, result if share else None), what=what)
-        return result
+        rank 0 is re-raised there and reported on the others as a ``RankFailed`` error
+        (``progan.metrics.parallel.from_rank_zero``). Returns ``fn()``'s result on rank 0,
+        and on the others None, or with ``share`` rank 0's result (it must be picklable)."""
+        if share:
+            return from_rank_zero(self, fn, what)
+        kept: list[Any] = []
+        from_rank_zero(self, lambda: kept.append(fn()), what)  # sends None
+        return kept[0] if kept else None
 
     # teardown
 
@@ -341,6 +336,25 @@ def init_from_env(timeout_s: float = DEFAULT_TIMEOUT_S) -> Dist | None:
             f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} ({backend}): {exc}"
         ) from exc
     return Dist(rank, world, local_rank, timeout_s, owns_group=True)
+
+
+def run_as_rank(fn: Callable[[Dist | None], T], timeout_s: float = DEFAULT_TIMEOUT_S) -> T:
+    """``fn(dist)`` as one rank of the job torchrun started (``fn(None)`` outside torchrun):
+    joins the process group (:func:`init_from_env`), prints a line naming this rank when
+    ``fn`` fails, and leaves the group without hanging."""
+    ctx = init_from_env(timeout_s)
+    if ctx is None:
+        return fn(None)
+    failed = True
+    try:
+        result = fn(ctx)
+        failed = False
+        return result
+    except BaseException as exc:
+        ctx.report_failure(exc)
+        raise
+    finally:
+        ctx.close(failed=failed)
 
 
 def debug_fail_point(rank: int, step: int) -> None:

@@ -48,7 +48,7 @@ from progan.train.distributed import (
     GradientReducer,
     check_batch_sizes,
     debug_fail_point,
-    init_from_env,
+    run_as_rank,
     shard_offsets,
 )
 from progan.train.ema import make_ema_copy, update_ema
@@ -252,10 +252,19 @@ class Trainer:
         if not any(SPECS[n].uses_inception for n in self.metric_names):
             return
         comm = self.dist if self.dist is not None else SingleProcess()
-        first = self.dist is None or self.dist.local_rank == 0
+        downloads = self.dist is None or self.dist.local_rank == 0
+
+        def find_or_download() -> None:
+            if downloads:
+                find_inception_weights()
+
+        def find_downloaded() -> None:
+            if not downloads:
+                find_inception_weights(download=False)
+
         what = "looking for the Inception weights"
-        on_every_rank(comm, lambda: first and find_inception_weights(), what)
-        on_every_rank(comm, lambda: first or find_inception_weights(download=False), what)
+        on_every_rank(comm, find_or_download, what)
+        on_every_rank(comm, find_downloaded, what)  # after the downloads of the first step
 
     def _check_dataset(self) -> None:
         net, ds = self.cfg.network, self.dataset
@@ -946,19 +955,10 @@ def train(
     rank 0 creates or locks the run folder and reads the config and checkpoint, and shares
     them with the other ranks, which need no access to the run folder.
     """
-    ctx = init_from_env(dist_timeout)
-    if ctx is None:
-        return _train(None, cfg, resume, total_kimg, progress, max_ticks, max_seconds)
-    failed = True
-    try:
-        run_dir = _train(ctx, cfg, resume, total_kimg, progress, max_ticks, max_seconds)
-        failed = False
-        return run_dir
-    except BaseException as exc:
-        ctx.report_failure(exc)
-        raise
-    finally:
-        ctx.close(failed=failed)
+    return run_as_rank(
+        lambda ctx: _train(ctx, cfg, resume, total_kimg, progress, max_ticks, max_seconds),
+        dist_timeout,
+    )
 
 
 def _train(
