@@ -52,6 +52,21 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, help="one minibatch size for every resolution")
     p.add_argument("--d-steps", type=int, help="D steps per G step (n_critic) [1, as in the paper]")
     p.add_argument("--lr", type=float, help="one learning rate for every resolution [0.001]")
+    p.add_argument(
+        "--gp-target",
+        type=float,
+        help="WGAN-GP: the gradient norm the penalty pulls towards (gamma) [1; the paper's "
+        "CIFAR-10 record used 750, Section 6.5]",
+    )
+    p.add_argument("--fmap-base", type=int, help="feature maps: fmap_base [preset's]")
+    p.add_argument("--fmap-max", type=int, help="feature maps: at most this many [preset's]")
+    p.add_argument("--latent-size", type=int, help="latent dimension [preset's]")
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        help="end this session after about this many minutes of wall time (at a tick), "
+        "with a snapshot and a checkpoint; --resume continues",
+    )
     p.add_argument("--tick-kimg", type=float, help="kimg between progress lines [preset's]")
     p.add_argument("--snapshot-ticks", type=int, help="ticks between snapshots [preset's]")
     p.add_argument(
@@ -98,8 +113,11 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.gpus > 1 and env_world_size() == 1 and not args.dry_run:
         return launch_local(args.gpus, _run_train, argparse.Namespace(**{**vars(args), "gpus": 0}))
     dist_kw = {"progress": not args.no_progress, "dist_timeout": args.dist_timeout}
+    max_seconds = None if args.max_minutes is None else 60.0 * args.max_minutes
     if args.resume:
-        run_dir = train(resume=args.resume, total_kimg=args.kimg, **dist_kw)
+        run_dir = train(
+            resume=args.resume, total_kimg=args.kimg, max_seconds=max_seconds, **dist_kw
+        )
         if env_rank() == 0:
             print(f"Run folder: {run_dir}")
         return 0
@@ -129,11 +147,16 @@ def _run_train(args: argparse.Namespace) -> int:
         cfg.schedule.minibatch, cfg.schedule.minibatch_default = {}, args.batch
     if args.lr is not None:
         cfg.schedule.learning_rate, cfg.schedule.learning_rate_default = {}, args.lr
+    if args.gp_target is not None:
+        cfg.loss.gp_target = args.gp_target
+    for flag in ("fmap_base", "fmap_max", "latent_size"):
+        if getattr(args, flag) is not None:
+            setattr(cfg.network, flag, getattr(args, flag))
     cfg.validate()
     if args.dry_run:
         print(json.dumps(to_dict(cfg), indent=2))
         return 0
-    run_dir = train(cfg, **dist_kw)
+    run_dir = train(cfg, max_seconds=max_seconds, **dist_kw)
     if env_rank() == 0:
         print(f"Run folder: {run_dir}")
     return 0

@@ -19,7 +19,7 @@ from progan.errors import ConfigError
 T = TypeVar("T")
 
 LOSSES = ("wgan-gp", "lsgan", "logistic")
-PRESETS = ("paper", "small", "tiny")
+PRESETS = ("paper", "small", "cpu", "tiny")
 
 
 @dataclass
@@ -199,6 +199,10 @@ def preset(
       resolution has stabilized for one phase (13,600 kimg at 1024x1024).
     * ``small``: narrower networks (at most 256 feature maps, latent 256), 300 kimg phases, for a
       single modest GPU.
+    * ``cpu``: a real-data run of 30-45 minutes on a 2-core CPU at 32x32 (docs/RESULTS.md): at
+      most 128 feature maps (fmap_base 1024: 128 at 4x4 ... 16x16, 64 at 32x32), latent 128,
+      minibatch 32, learning rate 0.002, 8 kimg phases, EMA half-life ramped up over the run
+      (``ema_rampup`` 0.05); 2 kimg ticks, a snapshot every 5 ticks.
     * ``tiny``: a few-minute CPU run for demos and tests (at most 32 feature maps, latent 32,
       2 kimg phases, minibatch 16).
     """
@@ -225,6 +229,17 @@ def preset(
             1024: 2,
         }
         cfg.schedule.total_kimg = 300.0 * (2 * levels - 1) + 1200.0
+    elif name == "cpu":
+        net.fmap_base, net.fmap_max, net.latent_size = 1024, 128, 128
+        cfg.schedule.stabilize_kimg = cfg.schedule.fade_kimg = 8.0
+        cfg.schedule.minibatch = {}
+        cfg.schedule.minibatch_default = 32
+        cfg.schedule.learning_rate_default = 0.002
+        cfg.schedule.total_kimg = 8.0 * (2 * levels - 1) + 40.0
+        cfg.tick_kimg = 2.0
+        cfg.snapshot_ticks = 5
+        cfg.num_workers = 0
+        cfg.ema_rampup = 0.05
     elif name == "tiny":
         net.fmap_base, net.fmap_max, net.latent_size = 256, 32, 32
         cfg.schedule.stabilize_kimg = cfg.schedule.fade_kimg = 2.0
