@@ -36,7 +36,7 @@ __all__ = ["clear_memory_cache", "default_cache_dir", "evaluate"]
 
 _MEMORY_CACHE: OrderedDict[str, Any] = OrderedDict()
 _MEMORY_CACHE_SIZE = 4
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: the key names the Inception input convention
 
 
 def default_cache_dir() -> Path:
@@ -146,6 +146,7 @@ def evaluate(
     is_splits: int = 10,
     progress: bool = False,
     comm: Collectives | None = None,
+    fid_preprocess: str = "tf",
 ) -> dict[str, Any]:
     """Compute ``metrics`` of ``fake_source`` (against ``real_source`` where needed).
 
@@ -169,6 +170,9 @@ def evaluate(
         fid_method: "eigh" (fast, default) or "sqrtm" (scipy reference).
         is_splits: Inception Score splits (10).
         progress: show tqdm progress bars.
+        fid_preprocess: the Inception's input convention for FID and IS: "tf" (default; the
+            TensorFlow graph's resize and scaling, as the paper, TTUR, NVIDIA's metrics and
+            torch-fidelity) or "pytorch-fid" (see ``progan.metrics.inception_net``).
         comm: the ranks of a multi-process job (e.g. the trainer's
             ``progan.train.distributed.Dist``; see ``progan.metrics.parallel``). Every rank
             calls ``evaluate`` with the same arguments, its own ``device``, and evaluates its
@@ -220,9 +224,17 @@ def evaluate(
             real_counts["swd"] = counts["swd"]
         weights_id = "random"
         if any(SPECS[n].uses_inception for n in names) and not random_inception:
-            from progan.metrics.inception import find_inception_weights
+            from progan.metrics.inception import find_inception_weights, inception_weights_kind
 
-            weights_id = find_inception_weights(inception_path).name
+            found = find_inception_weights(inception_path)
+            if "is" in names and inception_weights_kind(found) == "torchscript":
+                raise ConfigError(
+                    f"the Inception Score needs the 1008-way classifier layer, which {found} "
+                    "(NVIDIA's FID-only conversion) does not have; pass pytorch-fid's "
+                    "pt_inception-2015-12-05-6726825d.pth with --inception, or leave out is"
+                )
+            weights_id = found.name
+        weights_id = f"{weights_id}:{fid_preprocess}"
         return fake, real, ctx, counts, real_counts, weights_id
 
     fake, real, ctx, counts, real_counts, weights_id = on_every_rank(
@@ -235,7 +247,9 @@ def evaluate(
         if inception is None:
             from progan.metrics.inception import load_inception
 
-            inception = load_inception(inception_path, dev, random_weights=random_inception)
+            inception = load_inception(
+                inception_path, dev, random_weights=random_inception, preprocess=fid_preprocess
+            )
         return inception(images)
 
     # Real side (rank 0): memory cache, then disk (FID); then one pass for what is missing.

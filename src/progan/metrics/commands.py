@@ -45,7 +45,19 @@ def add_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
     p.add_argument("--device", help="torch device (default: cuda when available)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--inception", help="path of pt_inception-2015-12-05-6726825d.pth")
+    p.add_argument(
+        "--inception",
+        help="FID Inception weights: pytorch-fid's pt_inception-2015-12-05-6726825d.pth or "
+        "NVIDIA's default_1.pt (FID only) [looked up, see README]",
+    )
+    p.add_argument(
+        "--fid-preprocess",
+        choices=["tf", "pytorch-fid"],
+        default="tf",
+        help="Inception input convention: tf = the TensorFlow graph's resize and scaling, "
+        "comparable with the paper, TTUR, NVIDIA and torch-fidelity; pytorch-fid = "
+        "pytorch-fid's [tf]",
+    )
     p.add_argument("--cache-dir", help="folder for cached dataset statistics")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     p.add_argument("--fid-method", choices=["eigh", "sqrtm"], default="eigh")
@@ -108,6 +120,7 @@ def _evaluate_and_report(args: argparse.Namespace, comm: Dist | None) -> int:
         cache_dir=args.cache_dir,
         use_cache=not args.no_cache,
         fid_method=args.fid_method,
+        fid_preprocess=args.fid_preprocess,
         progress=not args.quiet,
         comm=comm,
     )
