@@ -5,7 +5,7 @@
         [--device auto|cpu|cuda] [--json benchmarks/results/scaling-<device>.json]
 
 For every entry of ``--ranks`` the job is started as ``progan train --gpus N`` starts it
-(``progan.train.distributed.launch_local``: N local processes, NCCL between GPUs or gloo on
+(``progan.train.launch.launch_local``: N local processes, NCCL between GPUs or gloo on
 the CPU; N = 1 is a plain single process). Each rank builds the real ``Trainer`` on a small
 synthetic dataset, with networks fully grown at each resolution and the same **global**
 minibatch ``--batch`` for every N, and times ``Trainer.train_step`` plus the loop's loss
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sys.path.insert(0, str(HERE))
     import throughput as tp
     from progan.fileio import atomic_write_json
-    from progan.train.distributed import launch_local
+    from progan.train.launch import launch_local
 
     args = parse_args(argv)
     ranks = [int(x) for x in args.ranks.split(",") if x]

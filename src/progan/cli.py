@@ -92,7 +92,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from progan.train.distributed import env_rank, env_world_size, launch_local
+    from progan.train.distributed import env_rank, env_world_size
+    from progan.train.launch import launch_local
     from progan.train.loop import configure, train
 
     if args.gpus > 1 and env_world_size() == 1 and not args.dry_run:

@@ -45,13 +45,13 @@ from progan.train import checkpoint as ckpt
 from progan.train.distributed import (
     DEFAULT_TIMEOUT_S,
     Dist,
-    GradientReducer,
     check_batch_sizes,
     debug_fail_point,
     run_as_rank,
     shard_offsets,
 )
 from progan.train.ema import make_ema_copy, update_ema
+from progan.train.gradients import GradientReducer
 from progan.train.run_dir import RunLock, new_run_dir
 from progan.train.stats import StatsWriter
 
