@@ -44,7 +44,7 @@ def _rank_main(opts: dict[str, Any], result_path: str) -> int:
     import throughput as tp
     from progan.schedule import PhaseState
     from progan.train.distributed import init_from_env
-    from progan.train.loop import Trainer
+    from progan.train.trainer import Trainer
 
     comm = init_from_env(600.0)
     rank = 0 if comm is None else comm.rank

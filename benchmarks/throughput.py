@@ -15,7 +15,7 @@ steady state, counting real images shown to D per second:
   gradients computed and thrown away), an EMA update with a Python loop over the parameters,
   ``.item()`` on both losses every step, and one random real batch already on the device. It
   uses progan's Generator/Discriminator, so both paths compute the same function.
-* ``progan``: ``progan.train.loop.Trainer.train_step`` on a small synthetic dataset (made in a
+* ``progan``: ``Trainer.train_step`` (``progan.train.step``) on a small synthetic dataset (made in a
   temporary folder at R), with the trainer's data stream open, plus what ``Trainer.run`` does
   around it (summing the loss tensors; every ``loss_log_every`` steps reading them back and
   checking that the weights are finite). Each ``--variants`` entry is measured separately:
@@ -209,7 +209,7 @@ def make_trainer(
     cfg: TrainConfig, data: Path, run_dir: Path, device: torch.device, settings: dict[str, Any]
 ) -> Any:
     """A Trainer on ``data`` with its stream open at position 0 (as ``Trainer.run`` opens it)."""
-    from progan.train.loop import Trainer
+    from progan.train.trainer import Trainer
 
     cfg = copy.deepcopy(cfg)
     cfg.data, cfg.outdir, cfg.device = str(data), str(run_dir), str(device)

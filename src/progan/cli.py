@@ -94,7 +94,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     from progan.train.distributed import env_rank, env_world_size
     from progan.train.launch import launch_local
-    from progan.train.loop import configure, train
+    from progan.train.api import configure, train
 
     if args.gpus > 1 and env_world_size() == 1 and not args.dry_run:
         return launch_local(args.gpus, _run_train, argparse.Namespace(**{**vars(args), "gpus": 0}))
@@ -166,7 +166,7 @@ def _run_generate(args: argparse.Namespace) -> int:
 
     from progan.generate import generate_images, load_generator, parse_seeds
     from progan.tools.grid import save_image_grid, write_png
-    from progan.train.loop import resolve_device
+    from progan.train.trainer import resolve_device
 
     if not args.grid and not args.outdir:
         raise ProganError("give --grid FILE.png and/or --outdir DIR")

@@ -91,7 +91,7 @@ def add_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
 
 def base_config(args: argparse.Namespace, outdir: str) -> TrainConfig:
     """The full-width configuration both studies start from."""
-    from progan.train.loop import configure
+    from progan.train.api import configure
 
     overrides: dict[str, Any] = {"seed": args.seed, "device": args.device}
     if args.workers is not None:

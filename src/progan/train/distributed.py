@@ -353,6 +353,14 @@ def run_as_rank(fn: Callable[[Dist | None], T], timeout_s: float = DEFAULT_TIMEO
         ctx.close(failed=failed)
 
 
+def on_main_shared(dist: Dist | None, fn: Callable[[], T], what: str) -> T:
+    """``fn()`` in a single process; data-parallel, rank 0 runs it and every rank gets the
+    result (a rank-0 failure is reported on all ranks)."""
+    if dist is None:
+        return fn()
+    return dist.run_on_main(fn, what, share=True)
+
+
 def debug_fail_point(rank: int, step: int) -> None:
     """Raise on purpose when ``PROGAN_DEBUG_FAIL=RANK:STEP`` names this rank and step (for
     testing that a failing rank stops the whole job)."""
