@@ -11,7 +11,7 @@ from PIL import Image
 
 from progan.cli import main
 from progan.config import preset, to_dict
-from progan.data.synthetic import make_synthetic_dataset
+from progan.data.create import make_synthetic_dataset
 from progan.errors import ConfigError
 from progan.experiments.ablation import (
     ABLATION_CONFIGS,
