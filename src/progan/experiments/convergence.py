@@ -150,8 +150,8 @@ def run_arm(
     """Train ``cfg`` for ``seconds`` of training time in ``evals`` chunks, evaluating SWD at
     the start and after every chunk. Returns the run folder and the points."""
     from progan.tools.plot import read_log
-    from progan.train.checkpoint import newest_snapshot, snapshot_name
     from progan.train.api import train
+    from progan.train.checkpoint import newest_snapshot, snapshot_name
     from progan.train.trainer import resolve_device
 
     arm = "growing" if cfg.schedule.growing else "no-growing"
