@@ -5,11 +5,11 @@
         [--device auto|cpu|cuda] [--json benchmarks/results/scaling-<device>.json]
 
 For every entry of ``--ranks`` the job is started as ``progan train --gpus N`` starts it
-(``progan.train.distributed.launch_local``: N local processes, NCCL between GPUs or gloo on
+(``progan.train.launch.launch_local``: N local processes, NCCL between GPUs or gloo on
 the CPU; N = 1 is a plain single process). Each rank builds the real ``Trainer`` on a small
 synthetic dataset, with networks fully grown at each resolution and the same **global**
 minibatch ``--batch`` for every N, and times ``Trainer.train_step`` plus the loop's loss
-read-backs (``ProganStep`` of benchmarks/throughput.py) between two barriers: img/s counts
+read-backs (``ProganStep`` of benchmarks/bench_progan.py) between two barriers: img/s counts
 the global batch. Then it times the snapshot metrics (``Trainer.evaluate_metrics``, the code
 training runs) twice: the first call includes the real images' pass, the second only the
 generated images (the real summary is cached, as during a run).
@@ -41,10 +41,11 @@ SCHEMA = "progan-scaling/1"
 def _rank_main(opts: dict[str, Any], result_path: str) -> int:
     """One rank: train steps and metrics at each resolution; rank 0 writes the rows."""
     sys.path.insert(0, str(HERE))
-    import throughput as tp
+    from bench_device import PeakMemory, synchronize
+    from bench_progan import ProganStep, network_config
     from progan.schedule import PhaseState
     from progan.train.distributed import init_from_env
-    from progan.train.loop import Trainer
+    from progan.train.trainer import Trainer
 
     comm = init_from_env(600.0)
     rank = 0 if comm is None else comm.rank
@@ -57,7 +58,7 @@ def _rank_main(opts: dict[str, Any], result_path: str) -> int:
     rows = []
     try:
         for res in opts["resolutions"]:
-            cfg = tp.network_config(opts["preset"], res)
+            cfg = network_config(opts["preset"], res)
             cfg.data, cfg.outdir = opts["data"][str(res)], opts["outdir"]
             cfg.device = opts["device"]
             cfg.num_workers, cfg.seed = 0, 0
@@ -68,17 +69,17 @@ def _rank_main(opts: dict[str, Any], result_path: str) -> int:
             depth = res.bit_length() - 3
             batch = opts["batch"]
             st = PhaseState(depth, 1.0, batch, cfg.schedule.learning_rate_default)
-            step = tp.ProganStep(trainer, st)
-            mem = tp.PeakMemory(dev)
+            step = ProganStep(trainer, st)
+            mem = PeakMemory(dev)
             mem.reset()
             for _ in range(opts["warmup"]):
                 step()
-            tp.synchronize(dev)
+            synchronize(dev)
             barrier()
             t0 = time.perf_counter()
             for _ in range(opts["steps"]):
                 step()
-            tp.synchronize(dev)
+            synchronize(dev)
             barrier()
             seconds = time.perf_counter() - t0
             row = {
@@ -119,9 +120,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     sys.path.insert(0, str(HERE))
-    import throughput as tp
+    from bench_device import device_name, slug
+    from bench_progan import make_dataset
     from progan.fileio import atomic_write_json
-    from progan.train.distributed import launch_local
+    from progan.train.launch import launch_local
 
     args = parse_args(argv)
     ranks = [int(x) for x in args.ranks.split(",") if x]
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        data = {str(r): str(tp.make_dataset(folder, r, args.batch)) for r in resolutions}
+        data = {str(r): str(make_dataset(folder, r, args.batch)) for r in resolutions}
         opts = {
             "resolutions": resolutions, "preset": args.preset, "batch": args.batch,
             "warmup": args.warmup, "steps": args.steps, "device": args.device, "data": data,
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base = {r["resolution"]: r["img_per_s"] for r in rows if r["ranks"] == ranks[0]}
     for r in rows:
         r["speedup_vs_first"] = round(r["img_per_s"] / base[r["resolution"]], 3)
-    dev_name = tp.device_name(device)
+    dev_name = device_name(device)
     result = {
         "schema": SCHEMA,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -176,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{r['img_per_s']:>9.2f} {r['ms_per_step']:>9.1f} {r['speedup_vs_first']:>8.2f} "
               f"{r.get('metrics_first_s', nan):>13.2f} "
               f"{r.get('metrics_s', nan):>9.2f}")  # fmt: skip
-    path = Path(args.json or HERE / "results" / f"scaling-{tp._slug(dev_name)}.json")
+    path = Path(args.json or HERE / "results" / f"scaling-{slug(dev_name)}.json")
     atomic_write_json(path, result)
     print(f"wrote {path}")
     return result

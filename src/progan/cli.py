@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from progan.cli_options import add_device, add_seed
 from progan.config import LOSSES, PRESETS, to_dict
 from progan.errors import ProganError
 
@@ -38,7 +39,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--loss", choices=LOSSES, help="[wgan-gp]")
     p.add_argument("--cond", action="store_true", help="label-conditional model (AC-GAN D)")
     p.add_argument("--mirror", action="store_true", help="random horizontal flips of reals")
-    p.add_argument("--seed", type=int, default=0)
+    add_seed(p)
     p.add_argument(
         "--no-growing",
         action="store_true",
@@ -80,7 +81,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         type=int,
         help="images per metric at each snapshot [each metric's default, e.g. SWD 16384]",
     )
-    p.add_argument("--device", default="auto", help="cuda, cpu or auto [auto]")
+    add_device(p)
     p.add_argument("--workers", type=int, help="data loading worker processes")
     p.add_argument("--amp", choices=["none", "bf16"], help="mixed precision on CUDA [none]")
     p.add_argument(
@@ -107,8 +108,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from progan.train.distributed import env_rank, env_world_size, launch_local
-    from progan.train.loop import configure, train
+    from progan.train.api import configure, train
+    from progan.train.distributed import env_rank, env_world_size
+    from progan.train.launch import launch_local
 
     if args.gpus > 1 and env_world_size() == 1 and not args.dry_run:
         return launch_local(args.gpus, _run_train, argparse.Namespace(**{**vars(args), "gpus": 0}))
@@ -179,7 +181,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         help="conditional models: one grid row per class, seeds along the row",
     )
     p.add_argument("--best", action="store_true", help="a run folder's best snapshot (best.json)")
-    p.add_argument("--device", default="auto")
+    add_device(p, help=None)
     p.set_defaults(func=_run_generate)
 
 
@@ -188,7 +190,7 @@ def _run_generate(args: argparse.Namespace) -> int:
 
     from progan.generate import generate_images, load_generator, parse_seeds
     from progan.tools.grid import save_image_grid, write_png
-    from progan.train.loop import resolve_device
+    from progan.train.trainer import resolve_device
 
     if not args.grid and not args.outdir:
         raise ProganError("give --grid FILE.png and/or --outdir DIR")

@@ -21,3 +21,7 @@ class CheckpointError(ProganError):
 
 class ConfigError(ProganError):
     """An option or configuration value is invalid."""
+
+
+class TrainingDiverged(ProganError):
+    """Losses became NaN/Inf and retrying from the last good checkpoint did not help."""

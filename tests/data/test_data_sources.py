@@ -14,13 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from progan.data.sources import (
-    Cifar10Source,
-    MnistSource,
-    detect_source_type,
-    open_source,
-    read_idx,
-)
+from progan.data.readers import Cifar10Source, MnistSource, read_idx
+from progan.data.sources import detect_source_type, open_source
 from progan.errors import DatasetError
 
 CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer"]  # see conftest.cifar_files

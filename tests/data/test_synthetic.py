@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from progan.data.create import create_dataset
+from progan.data.create import create_dataset, make_synthetic_dataset
 from progan.data.dataset import ImageDataset
-from progan.data.synthetic import CLASSES, make_synthetic_dataset, render_shape
+from progan.data.synthetic import CLASSES, render_shape
 from progan.errors import DatasetError
 
 

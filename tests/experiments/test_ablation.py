@@ -11,7 +11,7 @@ from PIL import Image
 
 from progan.cli import main
 from progan.config import preset, to_dict
-from progan.data.synthetic import make_synthetic_dataset
+from progan.data.create import make_synthetic_dataset
 from progan.errors import ConfigError
 from progan.experiments.ablation import (
     ABLATION_CONFIGS,
@@ -256,7 +256,7 @@ def test_ablation_run_folders_samples_and_metrics(ablation_dir):
 def test_ablation_rerun_continues_finished_runs(ablation_dir):
     """Running the same study again reuses the finished run (no new folder, same numbers)."""
     from progan.experiments.ablation import run_ablation
-    from progan.train.loop import configure
+    from progan.train.api import configure
 
     before = json.loads((ablation_dir / "a" / "metrics.json").read_text())
     cfg = json.loads(next((ablation_dir / "a").glob("0*/config.json")).read_text())

@@ -11,7 +11,7 @@ from PIL import Image
 
 from progan.cli import main
 from progan.config import NetworkConfig
-from progan.data.synthetic import make_synthetic_dataset
+from progan.data.create import make_synthetic_dataset
 from progan.experiments.convergence import (
     CONVERGENCE_FIGSIZE,
     THROUGHPUT_FIGSIZE,

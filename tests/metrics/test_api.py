@@ -36,12 +36,12 @@ def test_evaluate_inception_metrics_with_random_weights():
 
 
 def test_registry_functions_and_names():
-    assert set(registry.METRICS) == {"swd", "ms-ssim", "fid", "is"}
+    assert set(api.METRICS) == {"swd", "ms-ssim", "fid", "is"}
     assert registry.resolve_names("MS_SSIM, swd,swd") == ["ms-ssim", "swd"]
     with pytest.raises(ConfigError):
         registry.resolve_names("nope")
     a = _images(8)
-    assert registry.METRICS["swd"](a, a, 8)["avg"] == 0.0
+    assert api.METRICS["swd"](a, a, 8)["avg"] == 0.0
     with pytest.raises(ConfigError, match="need real images"):
         api.evaluate("swd", a)
 

@@ -44,7 +44,7 @@ def test_blocks_cover_the_pass_once_in_whole_batches(total, batch, world):
 
 @pytest.mark.parametrize("kind", ["array", "dataset", "callable"])
 def test_sources_read_a_block_as_the_whole_pass_does(kind, tmp_path):
-    from progan.data.synthetic import make_synthetic_dataset
+    from progan.data.create import make_synthetic_dataset
     from progan.metrics.sources import DatasetSource
 
     if kind == "dataset":
@@ -221,7 +221,7 @@ def test_two_ranks_compute_what_one_process_computes(tmp_path):
 def test_metrics_command_under_torchrun_matches_one_process(tmp_path):
     import subprocess
 
-    from progan.data.synthetic import make_synthetic_dataset
+    from progan.data.create import make_synthetic_dataset
 
     make_synthetic_dataset(tmp_path / "a.zip", count=80, resolution=16, seed=1)
     make_synthetic_dataset(tmp_path / "b.zip", count=80, resolution=16, seed=2)

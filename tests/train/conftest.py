@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from progan.data.synthetic import make_synthetic_dataset
+from progan.data.create import make_synthetic_dataset
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from progan.config import TrainConfig
-from progan.train.loop import configure
+from progan.train.api import configure
 
 
 def make_micro_config(

@@ -29,8 +29,8 @@ from progan.data.loader import RealImageStream
 from progan.data.shard import ShardedImageStream
 from progan.nn.layers import MinibatchStdDev
 from progan.train import checkpoint as ckpt
+from progan.train.api import configure, train
 from progan.train.distributed import groups_stay_exact, launch_local, shard_offsets
-from progan.train.loop import configure, train
 
 pytestmark = pytest.mark.skipif(
     not torch.distributed.is_available() or sys.platform == "win32",

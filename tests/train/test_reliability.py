@@ -15,12 +15,12 @@ import pytest
 import torch
 from micro import make_micro_config
 
-from progan.errors import CheckpointError, ProganError
+from progan.errors import CheckpointError, ProganError, TrainingDiverged
 from progan.fileio import atomic_write
 from progan.train import checkpoint as ckpt
-from progan.train import loop
-from progan.train.loop import Trainer, TrainingDiverged, train
+from progan.train.api import train
 from progan.train.run_dir import RunLock
+from progan.train.trainer import Trainer
 
 
 def tiny_config(data, outdir, **kw):
@@ -242,7 +242,7 @@ def test_snapshot_refused_when_weights_are_not_finite(shapes8, tmp_path):
     trainer = Trainer(cfg, tmp_path, progress=False)
     with torch.no_grad():
         next(trainer.G_ema.parameters())[0] = float("inf")
-    with pytest.raises(loop.TrainingDiverged, match="not finite"):
+    with pytest.raises(TrainingDiverged, match="not finite"):
         trainer.write_snapshot(None)
     assert not list(tmp_path.glob("state-*"))
 

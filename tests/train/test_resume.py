@@ -5,7 +5,7 @@ import torch
 from micro import make_micro_config
 
 from progan.train import checkpoint as ckpt
-from progan.train.loop import train
+from progan.train.api import train
 
 
 def tiny_config(data, outdir, **kw):

@@ -16,7 +16,7 @@ import warnings
 
 import pytest
 
-from progan.data.synthetic import make_synthetic_dataset
+from progan.data.create import make_synthetic_dataset
 from progan.train import checkpoint as ckpt
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")

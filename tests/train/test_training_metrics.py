@@ -11,7 +11,8 @@ from progan.generate import load_generator
 from progan.metrics.api import evaluate
 from progan.metrics.sources import CallableSource
 from progan.train import checkpoint as ckpt
-from progan.train.loop import Trainer, train
+from progan.train.api import train
+from progan.train.trainer import Trainer
 
 
 def small_config(data, outdir, **kw):

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from progan.cli_options import add_json, add_seed
 from progan.data.create import create_dataset, dataset_info
 from progan.data.images import TRANSFORMS
 from progan.data.sources import SOURCE_TYPES
@@ -99,11 +100,11 @@ def add_commands(dataset_subparsers: argparse._SubParsersAction) -> None:
         help="skip unreadable or too small images (and list them) instead of failing",
     )
     p.add_argument("--channels", type=int, choices=(1, 3), default=None, help="convert every image")
-    p.add_argument("--seed", type=int, default=0, help="seed of synthetic sources (default 0)")
+    add_seed(p, "seed of synthetic sources (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_create)
 
     p = dataset_subparsers.add_parser("info", help="describe a progan dataset")
     p.add_argument("dest", metavar="DEST", help="a progan dataset (zip or folder)")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    add_json(p, "print JSON")
     p.set_defaults(func=run_info)

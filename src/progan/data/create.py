@@ -1,5 +1,6 @@
 """``create_dataset``: convert a source (folder, zip, CIFAR-10, MNIST, LSUN, CelebA, synthetic)
-into a progan dataset; ``dataset_info``: describe a prepared dataset."""
+into a progan dataset; ``make_synthetic_dataset``: the built-in shapes as a dataset;
+``dataset_info``: describe a prepared dataset."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from progan.data.images import (
     to_uint8_hwc,
 )
 from progan.data.sources import Source, open_source
+from progan.data.synthetic import DEFAULT_RESOLUTION, SyntheticShapesSource
 from progan.errors import DatasetError
 
 
@@ -207,3 +209,16 @@ def dataset_info(path: str | os.PathLike) -> dict[str, Any]:
         "transform": ds.meta.get("transform"),
         "size_bytes": _size_on_disk(ds.path),
     }
+
+
+def make_synthetic_dataset(
+    dest: str | os.PathLike,
+    count: int = 2000,
+    resolution: int = DEFAULT_RESOLUTION,
+    seed: int = 0,
+    *,
+    progress: bool = False,
+) -> CreateSummary:
+    """Write the shapes dataset as a normal progan dataset at ``dest`` (zip or folder)."""
+    source = SyntheticShapesSource(count=count, resolution=resolution, seed=seed)
+    return create_dataset(source, dest, resolution, progress=progress)

@@ -8,26 +8,22 @@ the same images whatever ``count`` is. Shapes are drawn as a mask at 4x the reso
 box-filtered down (anti-aliased edges), then blended over the background.
 
 Use it as the source ``synthetic:shapes`` (``progan dataset create synthetic:shapes DEST
---resolution 32 --max-images 2000``) or through :func:`make_synthetic_dataset`.
+--resolution 32 --max-images 2000``) or through
+:func:`progan.data.create.make_synthetic_dataset`.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from progan.data.dataset import is_power_of_two
-from progan.data.sources import Entry, Source
+from progan.data.source_base import Entry, Source
 from progan.errors import DatasetError
-
-if TYPE_CHECKING:
-    from progan.data.create import CreateSummary
 
 CLASSES = ("circle", "square", "triangle", "ring", "cross")
 SHAPE_COLORS = (
@@ -158,18 +154,3 @@ def open_synthetic(
         resolution=DEFAULT_RESOLUTION if resolution is None else resolution,
         seed=seed,
     )
-
-
-def make_synthetic_dataset(
-    dest: str | os.PathLike,
-    count: int = 2000,
-    resolution: int = DEFAULT_RESOLUTION,
-    seed: int = 0,
-    *,
-    progress: bool = False,
-) -> CreateSummary:
-    """Write the shapes dataset as a normal progan dataset at ``dest`` (zip or folder)."""
-    from progan.data.create import create_dataset
-
-    source = SyntheticShapesSource(count=count, resolution=resolution, seed=seed)
-    return create_dataset(source, dest, resolution, progress=progress)

@@ -384,7 +384,7 @@ def _existing_run(cfg: TrainConfig) -> Path | None:
 def train_row(cfg: TrainConfig, progress: bool = False) -> Path:
     """Train ``cfg`` to its end; a finished or interrupted run with the same configuration in
     ``cfg.outdir`` is continued (or left as it is) instead of starting over."""
-    from progan.train.loop import train
+    from progan.train.api import train
 
     run = _existing_run(cfg)
     if run is not None:
@@ -423,7 +423,7 @@ def run_ablation(
 
     Args:
         base: the configuration at full width (data, preset, seed, device, ...): e.g. from
-            :func:`progan.train.loop.configure`.
+            :func:`progan.train.api.configure`.
         configs: rows of :data:`ABLATION_CONFIGS`.
         kimg: the budget of each row (x ``kimg_factor``, 2 for (h)).
         phase_kimg: growing phase length (default :func:`default_phase_kimg`).
@@ -436,7 +436,7 @@ def run_ablation(
     from progan.generate import generate_images, load_generator
     from progan.tools.grid import save_image_grid
     from progan.tools.plot import read_log
-    from progan.train.loop import resolve_device
+    from progan.train.trainer import resolve_device
 
     outdir = Path(base.outdir)
     outdir.mkdir(parents=True, exist_ok=True)

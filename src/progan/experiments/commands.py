@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from progan.cli_options import add_device, add_seed
 from progan.config import PRESETS, TrainConfig
 
 __all__ = ["add_command", "base_config"]
@@ -37,8 +38,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--num", type=int, help="images per metric [SWD 16384 (capped by the data), MS-SSIM 20000]"
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="cuda, cpu or auto [auto]")
+    add_seed(p)
+    add_device(p)
     p.add_argument("--workers", type=int, help="data loading worker processes [preset's]")
     p.add_argument("--progress", action="store_true", help="show training progress bars")
 
@@ -91,7 +92,7 @@ def add_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
 
 def base_config(args: argparse.Namespace, outdir: str) -> TrainConfig:
     """The full-width configuration both studies start from."""
-    from progan.train.loop import configure
+    from progan.train.api import configure
 
     overrides: dict[str, Any] = {"seed": args.seed, "device": args.device}
     if args.workers is not None:

@@ -150,8 +150,9 @@ def run_arm(
     """Train ``cfg`` for ``seconds`` of training time in ``evals`` chunks, evaluating SWD at
     the start and after every chunk. Returns the run folder and the points."""
     from progan.tools.plot import read_log
+    from progan.train.api import train
     from progan.train.checkpoint import newest_snapshot, snapshot_name
-    from progan.train.loop import resolve_device, train
+    from progan.train.trainer import resolve_device
 
     arm = "growing" if cfg.schedule.growing else "no-growing"
     device = resolve_device(cfg.device)

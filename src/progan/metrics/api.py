@@ -1,4 +1,5 @@
-"""``evaluate``: several metrics in one streaming pass over generated (or second-set) images.
+"""``evaluate``: several metrics in one streaming pass over generated (or second-set) images;
+``METRICS[name](fake, real=None, num=None, **options)``: one metric (a thin wrapper of it).
 
 Real-side summaries (SWD descriptors, FID mean/covariance) are cached in memory per dataset
 content and options, and FID statistics also on disk (``cache_dir``), so the training loop
@@ -13,7 +14,7 @@ import json
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from progan.metrics.parallel import (
 from progan.metrics.registry import SPECS, Context, resolve_names
 from progan.metrics.sources import ImageSource, as_source
 
-__all__ = ["clear_memory_cache", "default_cache_dir", "evaluate"]
+__all__ = ["METRICS", "clear_memory_cache", "default_cache_dir", "evaluate"]
 
 _MEMORY_CACHE: OrderedDict[str, Any] = OrderedDict()
 _MEMORY_CACHE_SIZE = 4
@@ -325,3 +326,19 @@ def _remember(
         }  # fmt: skip
         with contextlib.suppress(OSError):  # a read-only cache only costs time
             fid_mod.save_stats(cdir / f"fid-stats-{key}.npz", mu, sigma, meta)
+
+
+# --------------------------------------------------------------------------------------------
+# one function per metric
+
+
+def _metric_function(name: str) -> Callable[..., Any]:
+    def compute(fake: Any, real: Any = None, num: int | None = None, **options: Any) -> Any:
+        return evaluate([name], fake, real, num, **options)[name]
+
+    compute.__name__ = name.replace("-", "_")
+    compute.__doc__ = f"{SPECS[name].description}. See progan.metrics.api.evaluate for options."
+    return compute
+
+
+METRICS: dict[str, Callable[..., Any]] = {name: _metric_function(name) for name in SPECS}

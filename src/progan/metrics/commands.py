@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from progan.cli_options import add_device, add_inception, add_json, add_quiet, add_seed
 from progan.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -41,13 +42,13 @@ def add_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
         help="images per metric (default: each metric's own); under torchrun spell it "
         "--num-images (torchrun reads --num as its own --numa-binding)",
     )
-    p.add_argument("--json", help="write the results to this JSON file")
-    p.add_argument("--device", help="torch device (default: cuda when available)")
+    add_json(p, "write the results to this JSON file", to_file=True)
+    add_device(p, "torch device (default: cuda when available)", default=None)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument(
-        "--inception",
-        help="FID Inception weights: pytorch-fid's pt_inception-2015-12-05-6726825d.pth or "
+    add_seed(p, "sampling seed (default 0)")
+    add_inception(
+        p,
+        "FID Inception weights: pytorch-fid's pt_inception-2015-12-05-6726825d.pth or "
         "NVIDIA's default_1.pt (FID only) [looked up, see README]",
     )
     p.add_argument(
@@ -61,7 +62,7 @@ def add_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
     p.add_argument("--cache-dir", help="folder for cached dataset statistics")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     p.add_argument("--fid-method", choices=["eigh", "sqrtm"], default="eigh")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet(p)
     p.set_defaults(func=run)
     return p
 

@@ -1,9 +1,9 @@
-"""The available metrics: name -> function, and how each is accumulated while streaming.
+"""The available metrics and how each is accumulated while streaming.
 
-``METRICS[name](fake, real=None, num=None, **options)`` computes one metric (a thin wrapper of
-``progan.metrics.api.evaluate``, which computes several metrics in one pass over the images).
-``SPECS[name]`` describes how: default image count, whether real images are needed, whether
-it uses the Inception network, and the per-set accumulator.
+``SPECS[name]`` describes a metric: default image count, whether real images are needed, whether
+it uses the Inception network, and the per-set accumulator. :mod:`progan.metrics.api` is
+built on it (``evaluate`` and the one-metric functions ``METRICS[name]``); this module does not
+import it.
 
 Names: ``"swd"``, ``"ms-ssim"``, ``"fid"``, ``"is"`` (aliases ``"ms_ssim"``, ``"inception_score"``).
 """
@@ -22,7 +22,7 @@ from progan.metrics import ms_ssim as ms_ssim_mod
 from progan.metrics import swd as swd_mod
 from progan.metrics.parallel import Collectives
 
-__all__ = ["ALIASES", "METRICS", "SPECS", "Context", "MetricSpec", "resolve_names"]
+__all__ = ["ALIASES", "SPECS", "Context", "MetricSpec", "resolve_names"]
 
 
 @dataclass
@@ -220,17 +220,3 @@ def resolve_names(metrics: str | list[str] | tuple[str, ...]) -> list[str]:
     if not out:
         raise ConfigError("no metric given")
     return out
-
-
-def _metric_function(name: str) -> Callable[..., Any]:
-    def compute(fake: Any, real: Any = None, num: int | None = None, **options: Any) -> Any:
-        from progan.metrics.api import evaluate
-
-        return evaluate([name], fake, real, num, **options)[name]
-
-    compute.__name__ = name.replace("-", "_")
-    compute.__doc__ = f"{SPECS[name].description}. See progan.metrics.api.evaluate for options."
-    return compute
-
-
-METRICS: dict[str, Callable[..., Any]] = {name: _metric_function(name) for name in SPECS}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from progan.cli_options import add_device, add_inception, add_quiet, add_seed
 from progan.errors import ConfigError
 
 __all__ = ["add_commands", "parse_grid_size"]
@@ -166,7 +167,7 @@ def cmd_align_faces(args: argparse.Namespace) -> int:
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
+    add_device(p, "cpu, cuda, cuda:1, ... (default: auto)")
 
 
 def add_commands(subparsers, dataset_subparsers) -> None:
@@ -183,7 +184,7 @@ def add_commands(subparsers, dataset_subparsers) -> None:
     p.add_argument("--seconds", type=float, default=10.0, help="length in seconds (default 10)")
     p.add_argument("--fps", type=float, default=30.0, help="frames per second (default 30)")
     p.add_argument("--grid", type=parse_grid_size, default=(1, 1), help="WxH streams (default 1x1)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    add_seed(p, "random seed (default 0)")
     p.add_argument("--resolution", type=int, default=None, help="pixel size of each cell")
     p.add_argument(
         "--smoothing",
@@ -222,7 +223,7 @@ def add_commands(subparsers, dataset_subparsers) -> None:
     p.add_argument("--out", default="neighbors.png", help="output PNG (default neighbors.png)")
     p.add_argument("--num", type=int, default=8, help="generated images (rows, default 8)")
     p.add_argument("--k", type=int, default=5, help="neighbours per image (default 5)")
-    p.add_argument("--seed", type=int, default=0, help="first seed; seeds SEED..SEED+NUM-1")
+    add_seed(p, "first seed; seeds SEED..SEED+NUM-1")
     p.add_argument("--label", type=int, default=None, help="class for conditional generators")
     p.add_argument(
         "--features",
@@ -233,7 +234,7 @@ def add_commands(subparsers, dataset_subparsers) -> None:
     p.add_argument(
         "--crop", type=_fraction, default=None, help="compare a centre crop (fraction of side)"
     )
-    p.add_argument("--inception", default=None, help="Inception weights file (optional)")
+    add_inception(p)
     p.add_argument("--max-images", type=int, default=None, help="search only the first N")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--pad", type=int, default=2, help="pixels between cells (default 2)")
@@ -249,7 +250,7 @@ def add_commands(subparsers, dataset_subparsers) -> None:
     p.add_argument("--out", default="reals.png", help="output PNG (default reals.png)")
     p.add_argument("--num", type=int, default=64, help="images (default 64)")
     p.add_argument("--cols", type=int, default=None, help="images per row (default: square)")
-    p.add_argument("--seed", type=int, default=0)
+    add_seed(p)
     p.add_argument(
         "--rows-per-label", action="store_true", help="one row per class (labelled datasets)"
     )
@@ -269,5 +270,5 @@ def add_commands(subparsers, dataset_subparsers) -> None:
     p.add_argument("dest", help="output dataset (.zip or new folder)")
     p.add_argument("--resolution", type=int, default=1024, help="power of two (default 1024)")
     p.add_argument("--max-images", type=int, default=None)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(p, "no progress bar")
     p.set_defaults(func=cmd_align_faces)

@@ -1,7 +1,7 @@
 """Plots of a training run: losses, throughput and metrics against kimg and wall-clock time.
 
 ``progan plot RUN --out run.png`` reads ``RUN/log.jsonl`` (one JSON line per tick, see
-:mod:`progan.train.loop`) and draws a grid of panels: the top row against kimg (thousands of
+:mod:`progan.train.run_loop`) and draws a grid of panels: the top row against kimg (thousands of
 real images shown to D), the bottom row against training time in minutes; the columns are
 the losses (D/loss, G/loss), images per second, and one column per metric family logged at
 snapshots (SWD x1e3 per pyramid level on a log scale, FID, MS-SSIM, Inception Score).

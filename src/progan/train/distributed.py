@@ -2,7 +2,7 @@
 
 Launch with ``torchrun --nproc_per_node=N -m progan train ...`` (one node) or with torchrun's
 rendezvous across nodes; ``progan train --gpus N`` starts N local workers itself
-(:func:`launch_local`). :func:`init_from_env` reads torchrun's environment (``RANK``,
+(:mod:`progan.train.launch`). :func:`init_from_env` reads torchrun's environment (``RANK``,
 ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``) and joins the process group:
 NCCL for CUDA tensors and gloo for CPU tensors (one process group ``cpu:gloo,cuda:nccl`` on
 GPU machines, plain gloo elsewhere), every collective with a timeout.
@@ -14,8 +14,8 @@ docs/ARCHITECTURE.md, "Distributed training"):
   draws) and keeps its rows (:func:`shard_offsets`), and reads only its own real images;
 * the rows are chosen so that each minibatch-stddev group of the global batch lies inside one
   rank (exactly, when the group size divides the per-rank batch);
-* gradients are averaged over ranks (:class:`GradientReducer`): per-rank mean losses averaged
-  over equal shards are the global mean loss.
+* gradients are averaged over ranks (:mod:`progan.train.gradients`): per-rank mean losses
+  averaged over equal shards are the global mean loss.
 
 Weights, Adam states, EMA, schedule position and RNG therefore stay identical on all ranks, and
 rank 0's checkpoint is the same as one process would write: a run resumes with any number of
@@ -25,14 +25,10 @@ ranks.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing.connection
 import os
-import signal
-import socket
 import sys
 import threading
-import time
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -42,6 +38,7 @@ import torch.distributed as dist
 
 from progan.errors import ConfigError, ProganError
 from progan.metrics.parallel import from_rank_zero
+from progan.train.launch import launch_local as launch_local  # its home before the split
 
 T = TypeVar("T")
 
@@ -50,7 +47,6 @@ DEFAULT_TIMEOUT_S = 300.0
 # and for each other in the metrics' exchanges; a rank that dies is noticed at once, this only
 # bounds a *hung* rank.
 SLOW_TIMEOUT_S = 3 * 3600.0
-BUCKET_BYTES = 25 * 2**20
 DEBUG_FAIL_ENV = "PROGAN_DEBUG_FAIL"  # "RANK:STEP": raise on that rank at that step (tests)
 
 
@@ -357,6 +353,14 @@ def run_as_rank(fn: Callable[[Dist | None], T], timeout_s: float = DEFAULT_TIMEO
         ctx.close(failed=failed)
 
 
+def on_main_shared(dist: Dist | None, fn: Callable[[], T], what: str) -> T:
+    """``fn()`` in a single process; data-parallel, rank 0 runs it and every rank gets the
+    result (a rank-0 failure is reported on all ranks)."""
+    if dist is None:
+        return fn()
+    return dist.run_on_main(fn, what, share=True)
+
+
 def debug_fail_point(rank: int, step: int) -> None:
     """Raise on purpose when ``PROGAN_DEBUG_FAIL=RANK:STEP`` names this rank and step (for
     testing that a failing rank stops the whole job)."""
@@ -366,289 +370,3 @@ def debug_fail_point(rank: int, step: int) -> None:
     want_rank, _, want_step = spec.partition(":")
     if int(want_rank) == rank and int(want_step or 0) == step:
         raise RuntimeError(f"{DEBUG_FAIL_ENV}: injected failure on rank {rank} at step {step}")
-
-
-# --------------------------------------------------------------------------------------------
-# Gradient averaging
-
-
-class _Bucket:
-    __slots__ = ("flat", "indices", "numels", "pending", "work")
-
-    def __init__(self, indices: list[int], numels: list[int], flat: torch.Tensor) -> None:
-        self.indices = indices
-        self.numels = numels
-        self.flat = flat
-        self.pending = 0
-        self.work: Any = None
-
-
-class _Layout:
-    def __init__(self, buckets: list[_Bucket]) -> None:
-        self.buckets = buckets
-        self.bucket_of = {i: b for b, bucket in enumerate(buckets) for i in bucket.indices}
-        self.next = 0
-
-    def reset(self) -> None:
-        self.next = 0
-        for bucket in self.buckets:
-            bucket.pending = len(bucket.indices)
-            bucket.work = None
-
-
-class GradientReducer:
-    """Averages a module's gradients over all ranks, in buckets of about ``bucket_bytes``.
-
-    Use ``begin(key)`` before ``loss.backward()`` and ``finish()`` after it (before the
-    optimizer step). ``key`` names the set of parameters that get gradients (the phase: the
-    networks are static and run only the active blocks). The first step of a key averages all
-    gradients after the backward pass and records the order in which they became ready (rank 0's
-    order is used everywhere); later steps of that key start each bucket's asynchronous
-    all-reduce from a post-accumulate-grad hook as soon as its gradients are ready, in a fixed
-    bucket order on all ranks, so communication overlaps the rest of the backward pass.
-    Parameters without a gradient keep ``grad = None`` (so Adam skips them, as in one process).
-    """
-
-    def __init__(
-        self,
-        module: torch.nn.Module,
-        ctx: Dist,
-        bucket_bytes: int = BUCKET_BYTES,
-        overlap: bool = True,
-    ) -> None:
-        self.ctx = ctx
-        self.params = list(module.parameters())
-        self.bucket_bytes = int(bucket_bytes)
-        self.overlap = overlap
-        self._layouts: dict[Hashable, _Layout] = {}
-        self._layout: _Layout | None = None
-        self._key: Hashable = None
-        self._active = False
-        self._ready: list[int] = []
-        self._handles = []
-        if overlap:
-            for i, p in enumerate(self.params):
-                self._handles.append(p.register_post_accumulate_grad_hook(self._hook(i)))
-
-    def _hook(self, index: int) -> Callable[[torch.Tensor], None]:
-        def hook(_param: torch.Tensor) -> None:
-            if self._active:
-                self._on_ready(index)
-
-        return hook
-
-    def remove_hooks(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
-
-    def begin(self, key: Hashable) -> None:
-        self._key = key
-        self._ready = []
-        self._layout = self._layouts.get(key)
-        if self._layout is not None:
-            self._layout.reset()
-        self._active = True
-
-    def _on_ready(self, index: int) -> None:  # runs inside the backward pass
-        self._ready.append(index)
-        lay = self._layout
-        if lay is None:
-            return
-        b = lay.bucket_of.get(index)
-        if b is None:
-            return
-        lay.buckets[b].pending -= 1
-        while lay.next < len(lay.buckets) and lay.buckets[lay.next].pending == 0:
-            self._launch(lay.buckets[lay.next])
-            lay.next += 1
-
-    def _launch(self, bucket: _Bucket) -> None:
-        """Flatten the bucket's gradients (zeros where None), pre-divide, start all-reduce."""
-        flat, offset = bucket.flat, 0
-        for i, n in zip(bucket.indices, bucket.numels, strict=True):
-            grad = self.params[i].grad
-            if grad is None:
-                flat[offset : offset + n].zero_()
-            else:
-                flat[offset : offset + n].copy_(grad.reshape(-1))
-            offset += n
-        flat.div_(self.ctx.world_size)
-        with self.ctx.guard("gradient all-reduce"):
-            bucket.work = dist.all_reduce(flat, op=dist.ReduceOp.SUM, async_op=True)
-
-    def finish(self) -> None:
-        self._active = False
-        lay = self._layout
-        if lay is None:
-            lay = self._new_layout()
-        extra = [
-            i for i, p in enumerate(self.params) if p.grad is not None and i not in lay.bucket_of
-        ]
-        while lay.next < len(lay.buckets):
-            self._launch(lay.buckets[lay.next])
-            lay.next += 1
-        extra_bucket = None
-        if extra:  # the graph changed within a phase: average these too, re-plan next time
-            self._layouts.pop(self._key, None)
-            extra_bucket = self._make_bucket(extra)
-            self._launch(extra_bucket)
-        for bucket in [*lay.buckets, *([extra_bucket] if extra_bucket else [])]:
-            with self.ctx.guard("gradient all-reduce"):
-                bucket.work.wait()
-            offset = 0
-            for i, n in zip(bucket.indices, bucket.numels, strict=True):
-                grad = self.params[i].grad
-                if grad is not None:
-                    grad.copy_(bucket.flat[offset : offset + n].view_as(grad))
-                offset += n
-            bucket.work = None
-
-    def _make_bucket(self, indices: list[int]) -> _Bucket:
-        numels = [self.params[i].numel() for i in indices]
-        p0 = self.params[indices[0]]
-        flat = torch.empty(sum(numels), dtype=p0.dtype, device=p0.device)
-        return _Bucket(indices, numels, flat)
-
-    def _new_layout(self) -> _Layout:
-        """Buckets over the parameters that have gradients, in rank 0's readiness order."""
-        have = [i for i, p in enumerate(self.params) if p.grad is not None]
-        ready = [i for i in self._ready if self.params[i].grad is not None]
-        if sorted(ready) != have:  # no hooks (overlap off): reverse registration order
-            ready = have[::-1]
-        order = self.ctx.broadcast_object(ready, what="agreeing on gradient buckets")
-        if sorted(order) != have:
-            raise DistributedError(
-                f"rank {self.ctx.rank}: the parameters with gradients differ between ranks in "
-                f"phase {self._key} ({len(have)} here, {len(order)} on rank 0)"
-            )
-        buckets, current, size = [], [], 0
-        for i in order:
-            p = self.params[i]
-            same_kind = not current or (
-                p.dtype == self.params[current[0]].dtype
-                and p.device == self.params[current[0]].device
-            )
-            nbytes = p.numel() * p.element_size()
-            if current and (size + nbytes > self.bucket_bytes or not same_kind):
-                buckets.append(self._make_bucket(current))
-                current, size = [], 0
-            current.append(i)
-            size += nbytes
-        if current:
-            buckets.append(self._make_bucket(current))
-        lay = _Layout(buckets)
-        lay.reset()
-        self._layouts[self._key] = lay
-        return lay
-
-
-# --------------------------------------------------------------------------------------------
-# --gpus N: local workers without torchrun
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _local_worker(rank: int, world: int, port: int, fn: Callable[..., int], args: tuple) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-        LOCAL_WORLD_SIZE=str(world),
-        GROUP_RANK="0",
-    )
-    if "OMP_NUM_THREADS" not in os.environ:  # do not oversubscribe the CPU cores
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    try:
-        code = int(fn(*args) or 0)
-    except ProganError as exc:
-        print(f"Error: {exc}", file=sys.stderr, flush=True)
-        code = 2
-    except KeyboardInterrupt:
-        code = 130
-    sys.stdout.flush()
-    sys.exit(code)
-
-
-def launch_local(nprocs: int, fn: Callable[..., int], *args: Any, grace_s: float = 30.0) -> int:
-    """Run ``fn(*args)`` in ``nprocs`` local worker processes forming one job (rank = local
-    rank, rendezvous on a free localhost port), as ``torchrun --nproc_per_node`` would.
-
-    ``fn`` and ``args`` must be picklable. When a worker fails, the others get SIGTERM and,
-    after ``grace_s`` seconds, SIGKILL. SIGTERM to this process is passed on to the workers
-    (which then checkpoint and stop together); Ctrl-C reaches them directly from the terminal.
-    Returns 0, or the exit status of the first worker that failed.
-    """
-    if nprocs < 1:
-        raise ConfigError(f"--gpus must be >= 1, got {nprocs}")
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
-    port = _free_port()
-    procs = [
-        ctx.Process(target=_local_worker, args=(r, nprocs, port, fn, args), name=f"progan-rank{r}")
-        for r in range(nprocs)
-    ]
-
-    def forward(signum: int, frame: Any) -> None:
-        if signum == signal.SIGTERM:
-            for p in procs:
-                if p.is_alive() and p.pid is not None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(p.pid, signal.SIGTERM)
-
-    old = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(ValueError):  # not the main thread
-            old[sig] = signal.signal(sig, forward)
-    failed: tuple[int, int] | None = None
-    try:
-        for p in procs:
-            p.start()
-        running = set(range(nprocs))
-        while running and failed is None:
-            ready = multiprocessing.connection.wait(
-                [procs[r].sentinel for r in running], timeout=1.0
-            )
-            for r in sorted(running):
-                if procs[r].sentinel in ready:
-                    procs[r].join(5.0)  # reap it: its exit status follows the sentinel
-                code = procs[r].exitcode
-                if code is None:
-                    continue
-                running.discard(r)
-                if code != 0 and failed is None:
-                    failed = (r, code)
-    finally:
-        _stop_all(procs, grace_s)
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-    if failed is None:
-        return 0
-    rank, code = failed
-    how = f"signal {-code}" if code < 0 else f"status {code}"
-    print(
-        f"Error: rank {rank} of {nprocs} exited with {how}; the other ranks were stopped.",
-        file=sys.stderr,
-        flush=True,
-    )
-    return code if code > 0 else 1
-
-
-def _stop_all(procs: list[Any], grace_s: float) -> None:
-    alive = [p for p in procs if p.is_alive()]
-    for p in alive:
-        p.terminate()
-    deadline = time.time() + grace_s
-    for p in alive:
-        p.join(max(0.0, deadline - time.time()))
-    for p in alive:
-        if p.is_alive():
-            p.kill()
-            p.join()

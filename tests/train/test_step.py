@@ -1,4 +1,4 @@
-"""The training step's bookkeeping: D steps per G step (n_critic)."""
+"""The bookkeeping of one training step (progan.train.step): D steps per G step (n_critic)."""
 
 import pytest
 import torch
@@ -6,7 +6,8 @@ from micro import make_micro_config
 
 from progan.errors import ConfigError
 from progan.train import checkpoint as ckpt
-from progan.train.loop import Trainer, train
+from progan.train.api import train
+from progan.train.trainer import Trainer
 
 
 def _config(data, outdir, **kw):

@@ -1,0 +1,216 @@
+"""Snapshots of a run and the metrics measured at them.
+
+At every ``snapshot_ticks``-th tick (and when a session ends) ``write_snapshot`` writes, in
+this order and each atomically: the EMA generator's grid of the fixed latents
+(``fakes-KKKKKK.KKK.png``, also to TensorBoard), the generator snapshot (safetensors), the full
+training state and its manifest entry (:mod:`progan.train.checkpoint`). Then it evaluates the
+metrics named in ``TrainConfig.metrics`` on the EMA generator (``evaluate_metrics``; every
+rank its share when data-parallel) and records the best fully grown snapshot in
+``best.json``. Weights that are not finite are never written.
+
+:class:`SnapshotMixin` is one part of :class:`progan.train.trainer.Trainer`, which owns the
+state it reads (annotated below) and its ``state_dict()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from progan.config import TrainConfig
+from progan.errors import TrainingDiverged
+from progan.fileio import atomic_write_json
+from progan.nn import Discriminator, Generator
+from progan.schedule import PhaseState, Schedule
+from progan.train import checkpoint as ckpt
+from progan.train.distributed import Dist
+from progan.train.stats import StatsWriter
+
+
+class SnapshotMixin:
+    """Sample grids, snapshots and checkpoints, metrics at snapshots and ``best.json``."""
+
+    # The trainer's state that snapshots read or update (set by Trainer.__init__).
+    cfg: TrainConfig
+    run_dir: Path
+    device: torch.device
+    dist: Dist | None
+    dataset: Any  # progan.data.dataset.ImageDataset
+    G: Generator
+    D: Discriminator
+    G_ema: Generator
+    schedule: Schedule
+    images: int
+    grid_z: torch.Tensor  # the fixed latents of the sample grid (CPU)
+    grid_labels: torch.Tensor | None
+    metric_names: list[str]
+    nan_retries: int
+    checkpoint_images: int
+    state_dict: Callable[[], dict[str, Any]]
+
+    @torch.no_grad()
+    def sample_grid(self) -> torch.Tensor:
+        """uint8 images of the fixed grid latents from the EMA generator at the current phase."""
+        from progan.generate import to_uint8
+
+        st = self.schedule.at(self.images)
+        out = []
+        for i in range(0, len(self.grid_z), 32):
+            z = self.grid_z[i : i + 32].to(self.device)
+            lab = (
+                self.grid_labels[i : i + 32].to(self.device)
+                if self.grid_labels is not None
+                else None
+            )
+            out.append(to_uint8(self.G_ema(z, lab, st.depth, st.alpha)).cpu())
+        return torch.cat(out)
+
+    def _finite_tensor(self) -> torch.Tensor:
+        params = [p for m in (self.G, self.D, self.G_ema) for p in m.parameters()]
+        return torch.stack([torch.isfinite(p).all() for p in params]).all()
+
+    def _all_finite(self) -> bool:
+        return bool(self._finite_tensor())
+
+    def write_snapshot(
+        self, stats: StatsWriter | None, metrics: bool = True, reals_grid: bool = False
+    ) -> dict[str, float]:
+        """Sample grid, EMA generator snapshot and full training state for the current kimg;
+        then the configured metrics of the snapshot (returned as flat ``metric/...`` values)
+        and ``best.json``.
+
+        Data-parallel: rank 0 writes the files while the other ranks wait; then all ranks
+        evaluate the metrics together (each its share of the images) and all return the
+        values; rank 0 updates ``best.json``."""
+        if not self._all_finite():
+            raise TrainingDiverged("weights are not finite; refusing to write a checkpoint")
+        if self.dist is None:
+            self._write_snapshot_files(stats, reals_grid)
+        else:
+            self.dist.run_on_main(
+                lambda: self._write_snapshot_files(stats, reals_grid), "writing a snapshot"
+            )
+        self.nan_retries = 0  # progress past the failure: the next fault gets 3 tries again
+        self.checkpoint_images = self.images
+        if not (metrics and self.metric_names):
+            return {}
+        values = self.evaluate_metrics()
+        kimg, st = self.images / 1000.0, self.schedule.at(self.images)
+        if self.dist is None:
+            self._update_best(values, kimg, st)
+        else:
+            self.dist.run_on_main(
+                lambda: self._update_best(values, kimg, st), "recording the best snapshot"
+            )
+        return values
+
+    def _write_snapshot_files(self, stats: StatsWriter | None, reals_grid: bool) -> None:
+        from progan.tools.grid import make_grid, save_image_grid
+
+        kimg = self.images / 1000.0
+        st = self.schedule.at(self.images)
+        grid = self.sample_grid()
+        save_image_grid(grid, self.run_dir / f"fakes-{kimg:010.3f}.png")
+        if stats is not None:
+            stats.image("fakes", make_grid(grid), kimg)
+        sha = ckpt.save_generator_snapshot(
+            self.run_dir / ckpt.snapshot_name(kimg),
+            self.G_ema.state_dict(),
+            self.cfg.network,
+            st.depth,
+            st.alpha,
+            extra={"kimg": kimg, "images": self.images},
+        )
+        ckpt.write_checkpoint(
+            self.run_dir, kimg, self.images, self.state_dict(), sha, self.cfg.keep_checkpoints
+        )
+        self.checkpoint_images = self.images
+        if reals_grid:
+            save_image_grid_reals(self, self.run_dir / "reals.png")
+
+    @torch.no_grad()
+    def evaluate_metrics(self, st: PhaseState | None = None) -> dict[str, float]:
+        """The configured metrics of the EMA generator at the current phase, or at ``st``
+        (its depth, fade and resolution; real images are box-downscaled to it), flattened:
+        ``metric/swd/16``, ``metric/swd/avg``, ``metric/fid``, ``metric/is/mean``,
+        ``metric/ms-ssim``, plus ``metric/seconds``. Metrics not defined at the phase's
+        resolution (SWD below 8x8, MS-SSIM below 16x16) are left out. Data-parallel, every
+        rank calls this: each generates and measures its share of the images
+        (``progan.metrics.parallel``) and all get the values, the same as one process
+        computes (up to float64 summation order)."""
+        from progan.generate import to_uint8
+        from progan.metrics.api import evaluate
+        from progan.metrics.registry import SPECS
+        from progan.metrics.sources import CallableSource
+
+        st = st if st is not None else self.schedule.at(self.images)
+        names = [n for n in self.metric_names if st.resolution >= SPECS[n].min_resolution]
+        if not names:  # e.g. SWD before 8x8 and MS-SSIM before 16x16: nothing to measure
+            return {}
+        net = self.cfg.network
+        latent_gen = torch.Generator(self.device)
+
+        def fake_batch(seeds: list[int]) -> torch.Tensor:
+            latent_gen.manual_seed(self.cfg.seed * 7919 + seeds[0])
+            z = torch.randn(len(seeds), net.latent_size, device=self.device, generator=latent_gen)
+            labels = None
+            if net.label_size:
+                labels = torch.tensor([s % net.label_size for s in seeds], device=self.device)
+            return to_uint8(self.G_ema(z, labels, st.depth, st.alpha))
+
+        source = CallableSource(fake_batch, st.resolution, net.channels, name="training")
+        result = evaluate(
+            names,
+            source,
+            self.cfg.data,
+            num=self.cfg.metrics_num or None,
+            device=self.device,
+            seed=self.cfg.seed,
+            comm=self.dist,
+        )
+        flat: dict[str, float] = {}
+        for name in names:
+            value = result[name]
+            if isinstance(value, dict):
+                flat.update({f"metric/{name}/{k}": float(v) for k, v in value.items()})
+            else:
+                flat[f"metric/{name}"] = float(value)
+        flat["metric/seconds"] = round(float(result["seconds"]), 3)
+        return flat
+
+    def _update_best(self, values: dict[str, float], kimg: float, st: PhaseState) -> None:
+        """Record the best fully grown snapshot by the first metric in ``best.json``."""
+        name = self.metric_names[0]
+        key = {"swd": "metric/swd/avg", "is": "metric/is/mean"}.get(name, f"metric/{name}")
+        if st.resolution != self.cfg.network.resolution or st.alpha < 1.0 or key not in values:
+            return  # only snapshots of the final network compete
+        higher_is_better = name == "is"
+        best = ckpt.read_best(self.run_dir)
+        if best is not None and best.get("metric") == key and best["kimg"] <= kimg:
+            old = float(best["value"])
+            if (values[key] <= old) if higher_is_better else (values[key] >= old):
+                return
+        atomic_write_json(
+            self.run_dir / ckpt.BEST_NAME,
+            {
+                "metric": key,
+                "value": values[key],
+                "kimg": kimg,
+                "snapshot": ckpt.snapshot_name(kimg),
+                "higher_is_better": higher_is_better,
+            },
+        )
+
+
+def save_image_grid_reals(trainer: SnapshotMixin, path: Path) -> None:
+    """A grid of real training images (target resolution) for comparison with the fakes."""
+    import numpy as np
+
+    from progan.tools.grid import save_image_grid
+
+    n = min(trainer.cfg.grid_size, len(trainer.dataset))
+    images = np.stack([trainer.dataset[i][0] for i in range(n)])
+    save_image_grid(images, path)

@@ -1,0 +1,349 @@
+"""The Trainer: the state of one run and how it changes between steps.
+
+Owns the networks (G, D and the EMA copy of G), both Adam optimizers, the schedule position
+(images, steps, ticks, training seconds), the run's random stream, the real-image stream
+(opened at the saved data position; this rank's shard when data-parallel), the phase changes
+(Adam reset and learning rate), and ``state_dict``/``load_state_dict``: everything needed to
+continue a run exactly (the training state file, docs/ARCHITECTURE.md "Checkpoints").
+
+The other parts of the Trainer live in their own modules and read this state:
+
+* :mod:`progan.train.step`: ``train_step``, what one minibatch does to G, D and the EMA;
+* :mod:`progan.train.snapshots`: grids, snapshots and checkpoints, metrics, ``best.json``;
+* :mod:`progan.train.run_loop`: ``run``, the ticks, read-backs, signals and NaN recovery.
+
+The public entry points, ``configure`` and ``train``, are in :mod:`progan.train.api`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from progan.config import TrainConfig, from_dict, to_dict
+from progan.errors import CheckpointError, ConfigError
+from progan.nn import Discriminator, Generator
+from progan.schedule import PhaseState, Schedule
+from progan.train.distributed import Dist, check_batch_sizes, shard_offsets
+from progan.train.ema import make_ema_copy
+from progan.train.gradients import GradientReducer
+from progan.train.run_loop import RunLoopMixin
+from progan.train.snapshots import SnapshotMixin
+from progan.train.step import StepMixin
+
+STATE_FORMAT = "progan-training-state"
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; anything else as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Trainer(StepMixin, SnapshotMixin, RunLoopMixin):
+    """Holds the networks, optimizers, EMA, data stream and schedule position of one run.
+
+    With ``dist`` (one rank of a data-parallel job) every rank holds the same replica; only
+    rank 0 (``is_main``) writes into ``run_dir``. ``train_step`` comes from
+    :class:`~progan.train.step.StepMixin`, ``write_snapshot`` and ``evaluate_metrics`` from
+    :class:`~progan.train.snapshots.SnapshotMixin`, ``run`` from
+    :class:`~progan.train.run_loop.RunLoopMixin`.
+    """
+
+    def __init__(
+        self, cfg: TrainConfig, run_dir: Path, progress: bool = True, dist: Dist | None = None
+    ) -> None:
+        from progan.data.dataset import ImageDataset
+
+        cfg.validate()
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.dist = dist
+        self.is_main = dist is None or dist.is_main
+        self.progress = progress and self.is_main
+        self.device = dist.device_for(cfg.device) if dist else resolve_device(cfg.device)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
+            torch.backends.cudnn.allow_tf32 = cfg.tf32
+            torch.backends.cudnn.benchmark = not cfg.deterministic
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        self.dataset = ImageDataset(cfg.data)
+        self._check_dataset()
+        if cfg.metrics:
+            from progan.metrics.registry import resolve_names
+
+            self.metric_names = resolve_names(cfg.metrics)
+            self._check_inception_weights()
+        else:
+            self.metric_names = []
+        net = cfg.network
+        torch.manual_seed(cfg.seed)
+        self.G = Generator(net).to(self.device)
+        self.D = Discriminator(net).to(self.device)
+        if dist is not None:  # same seed, same weights; made certain as DDP does
+            dist.broadcast_tensors(
+                [t for m in (self.G, self.D) for t in (*m.parameters(), *m.buffers())],
+                "broadcasting the initial weights",
+            )
+        self.G_ema = make_ema_copy(self.G)
+        if cfg.channels_last and self.device.type == "cuda":
+            for m in (self.G, self.D, self.G_ema):
+                m.to(memory_format=torch.channels_last)
+        self.opt_G = self._adam(self.G)
+        self.opt_D = self._adam(self.D)
+        self.schedule = Schedule(cfg.schedule, net.resolution)
+        self.reducers: tuple[GradientReducer, GradientReducer] | None = None
+        self._rows: dict[int, torch.Tensor] = {}
+        # Buffers that training changes (batch-norm statistics of the ablation networks):
+        # rank 0's are broadcast after every step, as DDP does, so that all replicas agree.
+        self._synced_buffers: list[torch.Tensor] = []
+        if dist is not None:
+            notes = check_batch_sizes(
+                self.schedule.segments(), dist.world_size, net.mbstd_group_size
+            )
+            for on, what in (
+                (net.batchnorm_g, "batch normalization in G"),
+                (net.mbdisc_kernels > 0, "minibatch discrimination in D"),
+            ):
+                if on:
+                    notes.append(
+                        f"{what} sees only each rank's share of the minibatch, so training "
+                        "differs from one process with the same global minibatch"
+                    )
+            if self.is_main:
+                for note in notes:
+                    tqdm.write(f"Note: {note}")
+            self.reducers = (GradientReducer(self.D, dist), GradientReducer(self.G, dist))
+            self._synced_buffers = [b for m in (self.G, self.D) for b in m.buffers()]
+        self.rng = torch.Generator(self.device).manual_seed(cfg.seed)
+        self.label_table = (
+            torch.as_tensor(self.dataset.labels, dtype=torch.int64, device=self.device)
+            if net.label_size
+            else None
+        )
+        # Position and bookkeeping (all saved in the training state).
+        self.images = 0
+        self.steps = 0
+        self.ticks = 0
+        self.seconds = 0.0  # training time of earlier sessions of this run
+        # The log.jsonl line of the tick a checkpoint closes, saved inside the checkpoint: a
+        # process killed after the checkpoint but before the log write gets it back on resume.
+        self.tick_record: dict[str, Any] | None = None
+        self.resumed_tick_record: dict[str, Any] | None = None
+        self.phase_key: tuple[int, bool] | None = None
+        self.nan_retries = 0
+        fixed = torch.Generator().manual_seed(cfg.seed + 12345)
+        self.grid_z = torch.randn(cfg.grid_size, net.latent_size, generator=fixed)
+        self.grid_labels = torch.arange(cfg.grid_size) % net.label_size if net.label_size else None
+        self.stream = None
+        self.stop_requested = False  # agreed by all ranks
+        self.stop_signal = False  # a signal arrived at this process
+        self.checkpoint_images = -1  # images at the newest checkpoint written or loaded
+
+    # ----------------------------------------------------------------------------------------
+    # setup helpers
+
+    def _adam(self, model: torch.nn.Module) -> torch.optim.Adam:
+        kwargs: dict[str, Any] = {}
+        if self.device.type == "cuda":
+            kwargs["fused"] = True
+        return torch.optim.Adam(
+            model.parameters(),
+            lr=self.cfg.schedule.learning_rate_default,
+            betas=self.cfg.adam_betas,
+            eps=self.cfg.adam_eps,
+            **kwargs,
+        )
+
+    def _check_inception_weights(self) -> None:
+        """FID and IS need the Inception weights: find (or download) them now rather than at
+        the first snapshot. Data-parallel, local rank 0 of each node may download them; the
+        others then look for the file, and all ranks stop if any lacks it."""
+        from progan.metrics.inception import find_inception_weights
+        from progan.metrics.parallel import SingleProcess, on_every_rank
+        from progan.metrics.registry import SPECS
+
+        if not any(SPECS[n].uses_inception for n in self.metric_names):
+            return
+        comm = self.dist if self.dist is not None else SingleProcess()
+        downloads = self.dist is None or self.dist.local_rank == 0
+
+        def find_or_download() -> None:
+            if downloads:
+                find_inception_weights()
+
+        def find_downloaded() -> None:
+            if not downloads:
+                find_inception_weights(download=False)
+
+        what = "looking for the Inception weights"
+        on_every_rank(comm, find_or_download, what)
+        on_every_rank(comm, find_downloaded, what)  # after the downloads of the first step
+
+    def _check_dataset(self) -> None:
+        net, ds = self.cfg.network, self.dataset
+        if ds.channels != net.channels:
+            raise ConfigError(
+                f"{ds.path}: dataset has {ds.channels} channels but the network expects "
+                f"{net.channels}"
+            )
+        if ds.resolution < net.resolution or ds.resolution % net.resolution:
+            raise ConfigError(
+                f"{ds.path}: {ds.resolution}x{ds.resolution} images cannot train a "
+                f"{net.resolution}x{net.resolution} network"
+            )
+        if net.label_size and ds.num_classes != net.label_size:
+            raise ConfigError(
+                f"{ds.path}: dataset has {ds.num_classes} classes, network expects {net.label_size}"
+            )
+
+    def _data_cache_mode(self) -> str:
+        mode = self.cfg.data_cache
+        if mode != "auto":
+            return mode
+        ds = self.dataset
+        nbytes = len(ds) * ds.channels * ds.resolution**2
+        if self.device.type == "cuda" and nbytes <= 2 * 2**30:
+            return "device"
+        return "cpu" if nbytes <= 2**30 else "none"
+
+    def _open_stream(self) -> None:
+        from progan.data.loader import RealImageStream
+
+        if self.stream is not None:
+            self.stream.close()
+        if self.dist is not None:
+            self._open_shard_stream()
+            return
+        self.stream = RealImageStream(
+            self.dataset,
+            self.device,
+            seed=self.cfg.seed,
+            start=self.data_position,
+            mirror=self.cfg.mirror,
+            num_workers=self.cfg.num_workers,
+            cache=self._data_cache_mode(),
+        )
+
+    def _open_shard_stream(self) -> None:
+        """This rank's images of each global minibatch of the shared sequence."""
+        from progan.data.shard import ShardedImageStream
+
+        start = self._data_position
+        ahead = self.images - start  # 0: the data position is the number of images shown
+
+        self.stream = ShardedImageStream(
+            self.dataset,
+            self.device,
+            offsets=self._shard_offsets,
+            batch_size_at=lambda pos: self.schedule.at(pos + ahead).batch_size,
+            seed=self.cfg.seed,
+            start=start,
+            mirror=self.cfg.mirror,
+            num_workers=self.cfg.num_workers,
+            cache=self._data_cache_mode(),
+        )
+
+    def _shard_offsets(self, batch: int) -> Any:
+        assert self.dist is not None
+        return shard_offsets(
+            batch, self.dist.world_size, self.dist.rank, self.cfg.network.mbstd_group_size
+        )
+
+    def _shard_rows(self, batch: int) -> torch.Tensor:
+        """This rank's rows of a global batch (device index tensor, cached per batch size)."""
+        rows = self._rows.get(batch)
+        if rows is None:
+            rows = torch.from_numpy(self._shard_offsets(batch)).to(self.device)
+            self._rows[batch] = rows
+        return rows
+
+    @property
+    def data_position(self) -> int:
+        return self.stream.position if self.stream is not None else self._data_position
+
+    _data_position = 0
+
+    # ----------------------------------------------------------------------------------------
+    # phases
+
+    def _enter_phase(self, st: PhaseState) -> None:
+        """Reset Adam when a fade starts or ends (as the official code did) and set the LR."""
+        changed = self.phase_key is not None and st.phase_key != self.phase_key
+        if changed and self.cfg.schedule.reset_optimizer:
+            for opt in (self.opt_G, self.opt_D):
+                opt.state.clear()
+        self.phase_key = st.phase_key
+        for opt in (self.opt_G, self.opt_D):
+            for group in opt.param_groups:
+                group["lr"] = st.learning_rate
+
+    # ----------------------------------------------------------------------------------------
+    # state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: plain tensors and data, no objects."""
+        return {
+            "format": STATE_FORMAT,
+            "version": 1,
+            "config": to_dict(self.cfg),
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict(),
+            "G_ema": self.G_ema.state_dict(),
+            "opt_G": self.opt_G.state_dict(),
+            "opt_D": self.opt_D.state_dict(),
+            "rng": self.rng.get_state(),
+            "images": self.images,
+            "steps": self.steps,
+            "ticks": self.ticks,
+            "seconds": self.seconds,
+            "data_position": self.data_position,
+            "phase_key": list(self.phase_key) if self.phase_key is not None else None,
+            "log_record": json.dumps(self.tick_record) if self.tick_record else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], source: str = "checkpoint") -> None:
+        saved = from_dict(TrainConfig, state["config"])
+        if to_dict(saved.network) != to_dict(self.cfg.network):
+            a, b = to_dict(saved.network), to_dict(self.cfg.network)
+            diff = ", ".join(
+                f"{k}: checkpoint {a[k]!r} vs config {b[k]!r}" for k in a if a[k] != b.get(k)
+            )
+            raise CheckpointError(
+                f"{source}: checkpoint is from another network configuration ({diff})"
+            )
+        try:
+            self.G.load_state_dict(state["G"])
+            self.D.load_state_dict(state["D"])
+            self.G_ema.load_state_dict(state["G_ema"])
+            self.opt_G.load_state_dict(state["opt_G"])
+            self.opt_D.load_state_dict(state["opt_D"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise CheckpointError(
+                f"{source}: weights do not fit this configuration: {exc}"
+            ) from exc
+        self.rng.set_state(state["rng"])
+        self.images = int(state["images"])
+        self.steps = int(state["steps"])
+        self.ticks = int(state["ticks"])
+        self.seconds = float(state["seconds"])
+        self._data_position = int(state["data_position"])
+        record = state.get("log_record")  # absent in checkpoints of older versions
+        self.resumed_tick_record = json.loads(record) if record else None
+        self.checkpoint_images = self.images
+        self.phase_key = tuple(state["phase_key"]) if state["phase_key"] is not None else None
+        if self.stream is not None:
+            self._open_stream_at(self._data_position)
+
+    def _open_stream_at(self, position: int) -> None:
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
+        self._data_position = position
+        self._open_stream()
