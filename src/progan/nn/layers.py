@@ -71,20 +71,29 @@ class EqualizedConv2d(nn.Module):
 
 
 class EqualizedLinear(nn.Module):
-    """Dense layer with the equalized learning rate: (N, in_features) -> (N, out_features)."""
+    """Dense layer with the equalized learning rate: (N, in_features) -> (N, out_features).
+
+    ``bias=False`` leaves the bias out (G's first layer adds one per feature map itself).
+    """
 
     def __init__(
-        self, in_features: int, out_features: int, gain: float = HE_GAIN, equalized: bool = True
+        self,
+        in_features: int,
+        out_features: int,
+        gain: float = HE_GAIN,
+        equalized: bool = True,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         he_std = gain / math.sqrt(in_features)
         self.weight = nn.Parameter(torch.randn(out_features, in_features))
-        self.bias = nn.Parameter(torch.zeros(out_features))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self.scale = _he_scale(self.weight, he_std, equalized)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight * self.scale if self.scale != 1.0 else self.weight
-        return F.linear(x, weight.to(x.dtype), self.bias.to(x.dtype))
+        bias = self.bias.to(x.dtype) if self.bias is not None else None
+        return F.linear(x, weight.to(x.dtype), bias)
 
     def extra_repr(self) -> str:
         out_f, in_f = self.weight.shape
