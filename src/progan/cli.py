@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from progan.config import LOSSES, PRESETS, to_dict
+from progan.config import LOSSES, PRESETS, TrainConfig, default_mirror, preset, to_dict
 from progan.errors import ProganError
 
 
@@ -37,7 +37,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", choices=PRESETS, default="paper", help="[paper]")
     p.add_argument("--loss", choices=LOSSES, help="[wgan-gp]")
     p.add_argument("--cond", action="store_true", help="label-conditional model (AC-GAN D)")
-    p.add_argument("--mirror", action="store_true", help="random horizontal flips of reals")
+    p.add_argument(
+        "--mirror",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random horizontal flips of reals [as the official configs: on for CelebA, "
+        "CelebA-HQ and LSUN datasets (dataset.json source_kind), off otherwise]",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--no-growing",
@@ -52,6 +58,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, help="one minibatch size for every resolution")
     p.add_argument("--d-steps", type=int, help="D steps per G step (n_critic) [1, as in the paper]")
     p.add_argument("--lr", type=float, help="one learning rate for every resolution [0.001]")
+    p.add_argument(
+        "--gp-target",
+        type=float,
+        help="gradient penalty target gamma: lambda * (||grad|| - gamma)^2 / gamma^2 "
+        "[preset's: 1; paper-cifar10 750]",
+    )
     p.add_argument("--tick-kimg", type=float, help="kimg between progress lines [preset's]")
     p.add_argument("--snapshot-ticks", type=int, help="ticks between snapshots [preset's]")
     p.add_argument(
@@ -80,7 +92,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=0,
         help="data-parallel on N local GPUs: starts N worker processes (CPU processes with "
-        "gloo when there is no CUDA or with --device cpu); not needed under torchrun",
+        "gloo when there is no CUDA or with --device cpu); not needed under torchrun. With "
+        "--preset official-v2, N (or torchrun's world size) picks the official "
+        "preset-v2-Ngpus minibatch and learning-rate table",
     )
     p.add_argument(
         "--dist-timeout",
@@ -105,7 +119,9 @@ def _run_train(args: argparse.Namespace) -> int:
         return 0
     if not args.data:
         raise ProganError("--data is required (or --resume RUN)")
-    overrides: dict = {"seed": args.seed, "mirror": args.mirror, "device": args.device}
+    overrides: dict = {"seed": args.seed, "device": args.device}
+    if args.mirror is not None:
+        overrides.update(mirror=args.mirror, mirror_from="option")
     for flag, key in (
         ("kimg", "kimg"),
         ("loss", "loss"),
@@ -123,6 +139,16 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.metrics:
         overrides["metrics"] = [m.strip() for m in args.metrics.split(",") if m.strip()]
     cfg = configure(args.data, args.outdir, args.preset, args.resolution, args.cond, **overrides)
+    if args.mirror is None:
+        from progan.data.dataset import ImageDataset
+
+        kind = ImageDataset(args.data).source_kind
+        cfg.mirror, cfg.mirror_from = default_mirror(kind), f"dataset:{kind or 'unknown'}"
+    if args.preset == "official-v2" and (args.batch is None or args.lr is None):
+        world = args.gpus if args.gpus > 1 else env_world_size()
+        _use_official_v2_table(cfg, world)
+    if args.gp_target is not None:
+        cfg.loss.gp_target = args.gp_target
     if args.phase_kimg is not None:
         cfg.schedule.stabilize_kimg = cfg.schedule.fade_kimg = args.phase_kimg
     if args.batch is not None:
@@ -137,6 +163,16 @@ def _run_train(args: argparse.Namespace) -> int:
     if env_rank() == 0:
         print(f"Run folder: {run_dir}")
     return 0
+
+
+def _use_official_v2_table(cfg: TrainConfig, num_gpus: int) -> None:
+    """Give ``cfg`` the official preset-v2 minibatch and learning-rate table for
+    ``num_gpus`` processes (preset-v2-1gpu/2gpus/4gpus/8gpus)."""
+    table = preset("official-v2", cfg.network.resolution, num_gpus=num_gpus).schedule
+    sched = cfg.schedule
+    sched.minibatch, sched.minibatch_default = table.minibatch, table.minibatch_default
+    sched.learning_rate = table.learning_rate
+    sched.learning_rate_default = table.learning_rate_default
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
