@@ -4,7 +4,16 @@ import json
 
 import pytest
 
-from progan.config import TrainConfig, from_dict, load_config, preset, save_config, to_dict
+from progan.config import (
+    PRESETS,
+    TrainConfig,
+    default_mirror,
+    from_dict,
+    load_config,
+    preset,
+    save_config,
+    to_dict,
+)
 from progan.errors import ConfigError
 
 
@@ -47,6 +56,68 @@ def test_presets():
     paper = preset("paper")
     assert paper.network.latent_size == 512 and paper.schedule.stabilize_kimg == 800
     assert paper.adam_betas == (0.0, 0.99) and paper.ema_beta == 0.999
+    for name in PRESETS:
+        cfg = preset(name, resolution=32)
+        cfg.validate()
+        assert from_dict(TrainConfig, to_dict(cfg)) == cfg
+
+
+def test_paper_preset_is_official_v1_1gpu():
+    """Official config.py preset-v1-1gpu: D.mbstd_group_size = 16, minibatch_base 16 with
+    {256: 14, 512: 6, 1024: 3}, lod_training/transition_kimg 800, total_kimg 19000; train.py
+    defaults: lrate 0.001, G_smoothing 0.999, D_repeats 1, Adam (0, 0.99, 1e-8)."""
+    cfg = preset("paper", resolution=1024)
+    net, sched = cfg.network, cfg.schedule
+    assert net.mbstd_group_size == 16
+    assert (net.fmap_base, net.fmap_decay, net.fmap_max, net.latent_size) == (8192, 1.0, 512, 512)
+    assert net.pixelnorm and net.equalized_lr and net.normalize_latents
+    assert sched.minibatch == {256: 14, 512: 6, 1024: 3} and sched.minibatch_default == 16
+    assert sched.stabilize_kimg == sched.fade_kimg == 800 and sched.total_kimg == 19_000
+    assert sched.learning_rate == {} and sched.learning_rate_default == 0.001
+    assert sched.start_resolution == 4 and sched.growing and sched.reset_optimizer
+    assert cfg.ema_beta == 0.999 and cfg.d_steps == 1
+    assert cfg.adam_betas == (0.0, 0.99) and cfg.adam_eps == 1e-8
+    assert (cfg.loss.name, cfg.loss.gp_lambda, cfg.loss.gp_target, cfg.loss.drift) == (
+        "wgan-gp",
+        10.0,
+        1.0,
+        0.001,
+    )
+    assert preset("paper", resolution=128).schedule.total_kimg == 19_000
+
+
+def test_paper_cifar10_preset():
+    """Section 6.5: the CelebA (paper) setup limited to 32x32, gradient penalty target 750."""
+    cfg = preset("paper-cifar10", resolution=32)
+    paper = preset("paper", resolution=32)
+    assert cfg.loss.gp_target == 750.0
+    cfg.loss.gp_target, cfg.preset = 1.0, "paper"
+    assert cfg == paper  # nothing else differs
+    with pytest.raises(ConfigError, match="32x32"):
+        preset("paper-cifar10", resolution=64)
+
+
+def test_official_v2_needs_a_table_for_the_gpu_count():
+    with pytest.raises(ConfigError, match="1, 2, 4 or 8"):
+        preset("official-v2", num_gpus=3)
+
+
+@pytest.mark.parametrize(
+    "kind, want",
+    [
+        ("celeba", True),
+        ("celeba-hq", True),
+        ("lsun", True),
+        ("cifar10", False),
+        ("mnist", False),
+        ("folder", False),
+        ("zip", False),
+        ("synthetic", False),
+        (None, False),
+    ],
+)
+def test_default_mirror_follows_the_official_configs(kind, want):
+    assert default_mirror(kind) is want
     tiny = preset("tiny", resolution=32)
     assert tiny.network.fmap_max == 32 and tiny.schedule.stabilize_kimg == 2
     with pytest.raises(ConfigError):

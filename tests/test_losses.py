@@ -64,6 +64,30 @@ def test_wgan_gp_loss_formula():
     torch.testing.assert_close(g_loss, -f.mean())
 
 
+def test_wgan_gp_with_the_cifar10_target_matches_the_official_formula():
+    """Official loss.py D_wgangp_acgan: fake - real + square(||grad|| - wgan_target) *
+    (wgan_lambda / wgan_target**2) + square(real) * wgan_epsilon, here with the paper's
+    CIFAR-10 target (paper-cifar10 preset: gamma = 750), computed independently in numpy."""
+    import numpy as np
+
+    from progan.config import preset
+
+    loss_cfg = preset("paper-cifar10", resolution=32).loss
+    assert loss_cfg.gp_target == 750.0 and loss_cfg.gp_lambda == 10.0
+    w = torch.randn(1, 3, 8, 8, dtype=torch.float64)
+    w = w / w.norm() * 700.0  # ||grad D|| = 700, 50 below the target
+    reals = torch.randn(5, 3, 8, 8, dtype=torch.float64)
+    fakes = torch.randn(5, 3, 8, 8, dtype=torch.float64)
+    loss, stats = discriminator_loss(loss_cfg, LinearD(w), reals, fakes)
+    wn, rn, fn = w.numpy(), reals.numpy(), fakes.numpy()
+    real = (rn * wn).reshape(5, -1).sum(1)
+    fake = (fn * wn).reshape(5, -1).sum(1)
+    norm = np.sqrt((wn**2).sum())
+    per_sample = fake - real + (norm - 750.0) ** 2 * (10.0 / 750.0**2) + real**2 * 0.001
+    np.testing.assert_allclose(loss.item(), per_sample.mean(), rtol=1e-12)
+    np.testing.assert_allclose(stats["gradient_penalty"].item(), (50.0 / 750.0) ** 2, rtol=1e-9)
+
+
 def test_lsgan_and_logistic_formulas():
     D = LinearD(torch.randn(1, 1, 2, 2, dtype=torch.float64))
     reals = torch.randn(4, 1, 2, 2, dtype=torch.float64)

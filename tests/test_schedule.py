@@ -1,6 +1,7 @@
 """The growing schedule: phases, fade alpha, per-resolution tables."""
 
 import itertools
+import math
 
 import pytest
 
@@ -20,10 +21,66 @@ def test_paper_schedule_phases_and_alpha():
     assert st.resolution == 16 and st.alpha == pytest.approx(0.25)
     # Fully grown after 8 fades and 9 stabilizations would begin: 16 phases of 800 kimg.
     assert s.at(16 * 800_000).resolution == 1024 and s.at(16 * 800_000).alpha == 1.0
-    assert cfg.schedule.total_kimg == 17 * 800
+    assert s.at(16 * 800_000 - 1).alpha < 1.0
+    # Official preset-v1-1gpu: train.total_kimg = 19000, i.e. 6,200 kimg at 1024x1024 after
+    # growing (official TrainingSchedule: lod reaches 0 at 8 * (800 + 800) kimg).
+    assert cfg.schedule.total_kimg == 19_000
+    segs = s.segments()
+    assert segs[-1].resolution == 1024 and not segs[-1].fading
+    assert (segs[-1].start_kimg, segs[-1].kimg) == (12_800, 6_200)
     # CelebA-HQ minibatch table.
     assert [s.batch_size(r) for r in (4, 128, 256, 512, 1024)] == [16, 16, 14, 6, 3]
     assert s.at(0).learning_rate == 0.001
+
+
+def official_lod(kimg: float, resolution_log2: int, training: float, transition: float) -> float:
+    """The official TrainingSchedule's level of detail (train.py), written out independently."""
+    phase_dur = training + transition
+    phase_idx = math.floor(kimg / phase_dur)
+    phase_kimg = kimg - phase_idx * phase_dur
+    lod = resolution_log2 - 2 - phase_idx
+    if transition > 0:
+        lod -= max(phase_kimg - training, 0.0) / transition
+    return max(lod, 0.0)
+
+
+@pytest.mark.parametrize(
+    "name, resolution", [("paper", 1024), ("paper", 256), ("official-v2", 1024), ("tiny", 32)]
+)
+def test_schedule_depth_matches_the_official_lod(name, resolution):
+    cfg = preset(name, resolution=resolution)
+    s = Schedule(cfg.schedule, resolution)
+    log2 = int(math.log2(resolution))
+    a, b = cfg.schedule.stabilize_kimg, cfg.schedule.fade_kimg
+    for images in [round(k * cfg.schedule.total_kimg * 1000 / 97) for k in range(97)]:
+        want = log2 - 2 - official_lod(images / 1000, log2, a, b)
+        assert s.depth_at(images) == pytest.approx(want, abs=1e-9)
+
+
+@pytest.mark.parametrize("gpus", [1, 2, 4, 8])
+def test_official_v2_tables(gpus):
+    """Official config.py preset-v2-{1gpu,2gpus,4gpus,8gpus}: minibatch_base/dict and
+    G/D_lrate_dict, 600 + 600 kimg phases, 12,000 kimg in total."""
+    tables = {
+        1: ([128, 128, 128, 64, 32, 16, 8, 4, 4], {1024: 0.0015}),
+        2: ([256, 256, 128, 64, 32, 16, 8, 8, 8], {512: 0.0015, 1024: 0.002}),
+        4: ([512, 256, 128, 64, 32, 16, 16, 16, 16], {256: 0.0015, 512: 0.002, 1024: 0.003}),
+        8: (
+            [512, 256, 128, 64, 32, 32, 32, 32, 32],
+            {128: 0.0015, 256: 0.002, 512: 0.003, 1024: 0.003},
+        ),
+    }
+    cfg = preset("official-v2", resolution=1024, num_gpus=gpus)
+    s = Schedule(cfg.schedule, 1024)
+    res = [4 * 2**d for d in range(9)]
+    batches, rates = tables[gpus]
+    assert [s.batch_size(r) for r in res] == batches
+    lr = {r: cfg.schedule.learning_rate.get(r, cfg.schedule.learning_rate_default) for r in res}
+    assert lr == {r: rates.get(r, 0.001) for r in res}
+    assert cfg.schedule.stabilize_kimg == cfg.schedule.fade_kimg == 600
+    assert cfg.schedule.total_kimg == 12_000 and cfg.network.mbstd_group_size == 4
+    # fully grown at 8 * 1200 = 9,600 kimg, then 2,400 kimg at 1024x1024
+    assert s.segments()[-1].start_kimg == 9_600
 
 
 def test_alpha_rises_linearly_during_fade():

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from progan.cli_options import add_device, add_seed
-from progan.config import LOSSES, PRESETS, to_dict
+from progan.config import LOSSES, PRESETS, TrainConfig, default_mirror, preset, to_dict
 from progan.errors import ProganError
 
 
@@ -38,7 +38,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", choices=PRESETS, default="paper", help="[paper]")
     p.add_argument("--loss", choices=LOSSES, help="[wgan-gp]")
     p.add_argument("--cond", action="store_true", help="label-conditional model (AC-GAN D)")
-    p.add_argument("--mirror", action="store_true", help="random horizontal flips of reals")
+    p.add_argument(
+        "--mirror",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random horizontal flips of reals [as the official configs: on for CelebA, "
+        "CelebA-HQ and LSUN datasets (dataset.json source_kind), off otherwise]",
+    )
     add_seed(p)
     p.add_argument(
         "--no-growing",
@@ -56,8 +62,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--gp-target",
         type=float,
-        help="WGAN-GP: the gradient norm the penalty pulls towards (gamma) [1; the paper's "
-        "CIFAR-10 record used 750, Section 6.5]",
+        help="gradient penalty target gamma: lambda * (||grad|| - gamma)^2 / gamma^2 "
+        "[preset's: 1; paper-cifar10 750]",
     )
     p.add_argument("--fmap-base", type=int, help="feature maps: fmap_base [preset's]")
     p.add_argument("--fmap-max", type=int, help="feature maps: at most this many [preset's]")
@@ -96,7 +102,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=0,
         help="data-parallel on N local GPUs: starts N worker processes (CPU processes with "
-        "gloo when there is no CUDA or with --device cpu); not needed under torchrun",
+        "gloo when there is no CUDA or with --device cpu); not needed under torchrun. With "
+        "--preset official-v2, N (or torchrun's world size) picks the official "
+        "preset-v2-Ngpus minibatch and learning-rate table",
     )
     p.add_argument(
         "--dist-timeout",
@@ -125,7 +133,9 @@ def _run_train(args: argparse.Namespace) -> int:
         return 0
     if not args.data:
         raise ProganError("--data is required (or --resume RUN)")
-    overrides: dict = {"seed": args.seed, "mirror": args.mirror, "device": args.device}
+    overrides: dict = {"seed": args.seed, "device": args.device}
+    if args.mirror is not None:
+        overrides.update(mirror=args.mirror, mirror_from="option")
     for flag, key in (
         ("kimg", "kimg"),
         ("loss", "loss"),
@@ -143,14 +153,22 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.metrics:
         overrides["metrics"] = [m.strip() for m in args.metrics.split(",") if m.strip()]
     cfg = configure(args.data, args.outdir, args.preset, args.resolution, args.cond, **overrides)
+    if args.mirror is None:
+        from progan.data.dataset import ImageDataset
+
+        kind = ImageDataset(args.data).source_kind
+        cfg.mirror, cfg.mirror_from = default_mirror(kind), f"dataset:{kind or 'unknown'}"
+    if args.preset == "official-v2" and (args.batch is None or args.lr is None):
+        world = args.gpus if args.gpus > 1 else env_world_size()
+        _use_official_v2_table(cfg, world)
+    if args.gp_target is not None:
+        cfg.loss.gp_target = args.gp_target
     if args.phase_kimg is not None:
         cfg.schedule.stabilize_kimg = cfg.schedule.fade_kimg = args.phase_kimg
     if args.batch is not None:
         cfg.schedule.minibatch, cfg.schedule.minibatch_default = {}, args.batch
     if args.lr is not None:
         cfg.schedule.learning_rate, cfg.schedule.learning_rate_default = {}, args.lr
-    if args.gp_target is not None:
-        cfg.loss.gp_target = args.gp_target
     for flag in ("fmap_base", "fmap_max", "latent_size"):
         if getattr(args, flag) is not None:
             setattr(cfg.network, flag, getattr(args, flag))
@@ -162,6 +180,16 @@ def _run_train(args: argparse.Namespace) -> int:
     if env_rank() == 0:
         print(f"Run folder: {run_dir}")
     return 0
+
+
+def _use_official_v2_table(cfg: TrainConfig, num_gpus: int) -> None:
+    """Give ``cfg`` the official preset-v2 minibatch and learning-rate table for
+    ``num_gpus`` processes (preset-v2-1gpu/2gpus/4gpus/8gpus)."""
+    table = preset("official-v2", cfg.network.resolution, num_gpus=num_gpus).schedule
+    sched = cfg.schedule
+    sched.minibatch, sched.minibatch_default = table.minibatch, table.minibatch_default
+    sched.learning_rate = table.learning_rate
+    sched.learning_rate_default = table.learning_rate_default
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:

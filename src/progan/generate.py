@@ -35,6 +35,10 @@ def load_generator(
     elif path.is_dir():
         path = newest_snapshot(path)
     snap = load_generator_snapshot(path)
+    legacy = snap.state_dict.get("blocks.0.dense.bias")
+    if legacy is not None and "blocks.0.bias" not in snap.state_dict:
+        # written before G's first layer took the official form: build G in that older form
+        snap.network.g_first_bias = "per-unit"
     G = Generator(snap.network)
     try:
         G.load_state_dict(snap.state_dict, strict=True)

@@ -133,6 +133,22 @@ def test_mnist_dataset_and_info(tmp_path, shared_data):
     assert info["resolution"] == 32 and info["channels"] == 1 and info["labeled"]
     assert info["class_counts"] == {str(i): 500 for i in range(10)}
     assert info["size_bytes"] > 100_000 and info["source"].startswith("mnist:")
+    assert ds.source_kind == "mnist"
+
+
+def test_source_kind_recorded_and_absent_in_older_datasets(tmp_path, rgb_folder):
+    from progan.config import default_mirror
+    from progan.data.dataset import DatasetWriter
+
+    create_dataset(rgb_folder, tmp_path / "f.zip", 16, progress=False)
+    assert ImageDataset(tmp_path / "f.zip").source_kind == "folder"
+    create_dataset("synthetic:shapes", tmp_path / "s.zip", 16, max_images=4, progress=False)
+    assert ImageDataset(tmp_path / "s.zip").source_kind == "synthetic"
+    with DatasetWriter(tmp_path / "old", 8, 3, source="x") as w:  # as before the field
+        w.add(np.zeros((3, 8, 8), np.uint8))
+    old = ImageDataset(tmp_path / "old")
+    assert old.source_kind is None and "source_kind" not in old.meta
+    assert not default_mirror(old.source_kind)
 
 
 def test_cifar_class_names_recorded(tmp_path, cifar_files):
@@ -144,6 +160,7 @@ def test_cifar_class_names_recorded(tmp_path, cifar_files):
     ds = ImageDataset(tmp_path / "c.zip")
     assert (len(ds), ds.resolution, ds.channels, ds.num_classes) == (20, 32, 3, 5)
     assert ds.class_names == ["airplane", "automobile", "bird", "cat", "deer"]
+    assert ds.source_kind == "cifar10" and ds.meta["source_kind"] == "cifar10"
     assert set(dataset_info(tmp_path / "c.zip")["class_counts"]) == set(ds.class_names)
 
 

@@ -118,13 +118,38 @@ def test_rows_in_the_paper_order_and_their_switch_values():
 
 
 def test_growing_rows_reach_the_target_and_stabilize_one_phase():
-    assert default_phase_kimg(50.0, 16) == pytest.approx(10.0)  # 4, 8, 16: 5 phases
-    cfg = _built("g", kimg=50.0)
+    # a budget too short for the paper's share: kimg / (2L - 1), 4, 8, 16: 5 phases
+    assert default_phase_kimg(50.0, 16, 4) == pytest.approx(min(3.0, 10.0))
+    assert default_phase_kimg(5.0, 1024) == pytest.approx(5.0 / 17)  # capped
+    cfg = _built("g", kimg=5.0)
+    assert cfg.schedule.stabilize_kimg == pytest.approx(0.3)  # the paper's share, 6%
     sched = Schedule(cfg.schedule, 32)
     segs = sched.segments()
     assert [(s.resolution, s.fading) for s in segs][-2:] == [(32, True), (32, False)]
-    assert segs[-1].kimg == pytest.approx(cfg.schedule.stabilize_kimg)
-    assert segs[-1].end_kimg == pytest.approx(50.0)
+    assert segs[-1].start_kimg == pytest.approx(6 * 0.3)  # 4x4 + 3 fade/stabilize pairs
+    assert segs[-1].end_kimg == pytest.approx(5.0)
+
+
+def test_paper_budget_section_6_1():
+    """Section 6.1: each row until D has seen 10M real images; 600k per phase to 128x128
+    (6,600 kimg), then stable at 128x128 until 10,000 kimg."""
+    from progan.cli import build_parser
+    from progan.experiments.ablation import PAPER_KIMG, PAPER_PHASE_KIMG
+
+    assert (PAPER_KIMG, PAPER_PHASE_KIMG) == (10_000, 600)
+    args = build_parser().parse_args(["experiment", "ablation", "--data", "x", "--outdir", "o"])
+    assert args.kimg == 10_000 and args.phase_kimg is None
+    assert default_phase_kimg(args.kimg, 128) == 600
+    base = preset("paper", resolution=128, channels=3)
+    cfg = build_config(base, ABLATION_CONFIGS["g"], args.kimg)
+    segs = Schedule(cfg.schedule, 128).segments()
+    assert cfg.schedule.total_kimg == 10_000 and cfg.schedule.stabilize_kimg == 600
+    assert (segs[-1].resolution, segs[-1].fading) == (128, False)
+    # 4x4, then 5 fade-ins and stabilizations (11 phases of 600 = 6,600 kimg, the last one
+    # the start of 128x128's stable phase, which begins at 6,000) and stable until 10,000
+    assert len(segs) == 11 and all(s.kimg == 600 for s in segs[:-1])
+    assert (segs[-1].start_kimg, segs[-1].end_kimg) == (6_000, 10_000)
+    assert build_config(base, ABLATION_CONFIGS["h"], args.kimg).schedule.total_kimg == 20_000
 
 
 def test_parse_config_keys():

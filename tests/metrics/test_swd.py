@@ -127,3 +127,29 @@ def test_feed_checks_shape():
     d = swd.PatchDescriptors(32, 3)
     with pytest.raises(ValueError):
         d.feed(torch.zeros(2, 1, 32, 32, dtype=torch.uint8))
+
+
+def test_grayscale_is_tiled_to_three_channels_as_the_official_evaluation():
+    """Official util_scripts.evaluate_metrics: np.tile(images, [1, 3, 1, 1]) for one-channel
+    images before the SWD (whose descriptors assert 3 channels). Feeding one-channel images
+    must give exactly what feeding their explicit 3-channel tiling gives."""
+    gray = _textures(6, 32, 7)[:, :1]
+    other = _textures(6, 32, 8)[:, :1]
+    rgb = np.tile(gray.numpy(), [1, 3, 1, 1])  # the official operation, in numpy
+    rgb_other = np.tile(other.numpy(), [1, 3, 1, 1])
+
+    def descriptors(images, channels):
+        d = swd.PatchDescriptors(32, channels, seed=11)
+        d.feed(torch.as_tensor(images))
+        return d.finalize()
+
+    ours = descriptors(gray, 1)
+    ref = descriptors(rgb, 3)
+    assert [t.shape[1] for t in ours] == [3 * 49, 3 * 49]
+    for a, b in zip(ours, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    got = swd.swd_from_descriptors(ours, descriptors(other, 1), [32, 16], seed=2)
+    want = swd.swd_from_descriptors(ref, descriptors(rgb_other, 3), [32, 16], seed=2)
+    assert got == want and got["avg"] > 0
+    with pytest.raises(ValueError, match=r"\(N, 1, 32, 32\)"):
+        swd.PatchDescriptors(32, 1).feed(torch.as_tensor(rgb))

@@ -64,6 +64,36 @@ def test_effective_group_size():
     assert effective_group_size(7, 4) == 1
 
 
+@pytest.mark.parametrize("n", [16, 14, 6, 3])
+def test_paper_group_size_16_makes_the_whole_minibatch_one_group(n):
+    """Official v1 (D.mbstd_group_size = 16): group = min(16, N), so the paper's minibatches of
+    16, 14, 6 and 3 each form one group, with no fallback and no warning."""
+    import warnings
+
+    assert effective_group_size(n, 16) == n
+    x = torch.randn(n, 5, 4, 4, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = MinibatchStdDev(16)(x).numpy()
+    want = numpy_minibatch_stddev(x.numpy(), n)
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+    assert np.unique(got[:, -1]).size == 1  # one statistic for the whole minibatch
+
+
+def test_group_fallback_is_noted_once():
+    from progan.nn import layers
+
+    layers._GROUP_FALLBACKS_NOTED.discard((20, 16))
+    x = torch.randn(20, 2, 4, 4)
+    with pytest.warns(UserWarning, match=r"minibatch of 20 .* groups of 10 instead"):
+        MinibatchStdDev(16)(x)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        MinibatchStdDev(16)(x)  # said once only
+
+
 def test_minibatch_stddev_groups_are_independent():
     # Changing one sample changes the statistic of its own group only.
     x = torch.randn(8, 3, 4, 4)

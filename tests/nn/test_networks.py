@@ -19,9 +19,42 @@ def test_paper_feature_maps_and_parameter_count():
     assert [cfg.num_features(d) for d in range(9)] == [512, 512, 512, 512, 256, 128, 64, 32, 16]
     g_params = sum(p.numel() for p in Generator(cfg).parameters())
     d_params = sum(p.numel() for p in Discriminator(cfg).parameters())
-    # Paper Table 2: 23.1M parameters in each network.
-    assert 23.0e6 < g_params < 23.2e6
-    assert 23.0e6 < d_params < 23.2e6
+    # Paper Table 2: 23.1M parameters in each network; exactly the official networks'
+    # (tkarras/progressive_growing_of_gans, networks.py G_paper / D_paper at 1024x1024).
+    assert g_params == 23_079_115
+    assert d_params == 23_087_249
+
+
+def test_first_dense_layer_has_one_bias_per_feature_map():
+    """Official G_paper: dense (no bias) -> reshape to (N, C, 4, 4) -> one bias per map."""
+    cfg = small_cfg()
+    G = Generator(cfg)
+    block = G.blocks[0]
+    assert block.dense.bias is None
+    assert block.bias.shape == (cfg.num_features(0),)
+    with torch.no_grad():
+        block.bias.copy_(torch.randn_like(block.bias))
+    z = torch.randn(3, cfg.latent_size)
+    x = G.input_norm(z)
+    # every pixel of feature map c gets the same bias b[c]
+    want = block.dense(x).reshape(3, block.out_ch, 4, 4) + block.bias.view(1, -1, 1, 1)
+    hooked = {}
+    handle = block.bn0.register_forward_hook(lambda m, i, o: hooked.setdefault("x", i[0]))
+    G(z, depth=0)
+    handle.remove()
+    torch.testing.assert_close(hooked["x"], want)
+
+
+def test_generator_weights_with_per_unit_dense_bias_are_refused_clearly():
+    cfg = small_cfg()
+    G = Generator(cfg)
+    state = G.state_dict()
+    old = dict(state)
+    del old["blocks.0.bias"]
+    old["blocks.0.dense.bias"] = torch.zeros(16 * cfg.num_features(0))
+    with pytest.raises(RuntimeError, match=r"one bias per output unit \(512 values"):
+        G.load_state_dict(old)
+    G.load_state_dict(state)  # the current form loads
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -157,3 +190,26 @@ def test_no_pixelnorm_and_no_mbstd_options():
     assert not any("mbstd" in n for n, _ in D.named_modules() if n)
     out = D(G(torch.randn(3, cfg.latent_size)))[0]
     assert out.shape == (3,)
+
+
+def test_old_snapshot_with_per_unit_bias_still_loads_in_its_own_form(tmp_path):
+    from dataclasses import replace
+
+    from progan.generate import load_generator
+    from progan.train.checkpoint import save_generator_snapshot
+
+    cfg = small_cfg()
+    old_cfg = replace(cfg, g_first_bias="per-unit")
+    old_G = Generator(old_cfg)
+    state = old_G.state_dict()
+    assert "blocks.0.bias" not in state
+    assert state["blocks.0.dense.bias"].numel() == 16 * cfg.num_features(0)
+    with torch.no_grad():
+        state["blocks.0.dense.bias"].normal_()  # biases that differ within a feature map
+    old_G.load_state_dict(state)
+    path = tmp_path / "snapshot-0000001.000.safetensors"
+    save_generator_snapshot(path, state, cfg, cfg.max_depth, 1.0)  # config without the field
+    loaded = load_generator(path)
+    assert loaded.cfg.g_first_bias == "per-unit"
+    z = torch.randn(3, cfg.latent_size)
+    torch.testing.assert_close(loaded(z), old_G.eval()(z))

@@ -174,6 +174,7 @@ def test_align_faces_command(tmp_path):
     assert _run(argv) == 0
     ds = ImageDataset(dest)
     assert len(ds) == 3 and ds.resolution == 32 and ds.channels == 3
+    assert ds.source_kind == "celeba-hq"  # mirrored by default, as official CelebA-HQ runs
     image, label = ds[0]
     assert image.shape == (3, 32, 32) and label == -1
 

@@ -150,7 +150,12 @@ def create_dataset(
                     continue
                 if writer is None:
                     writer = DatasetWriter(
-                        dest, resolution, out_ch, source=src.describe(), class_names=src.class_names
+                        dest,
+                        resolution,
+                        out_ch,
+                        source=src.describe(),
+                        source_kind=src.kind,
+                        class_names=src.class_names,
                     )
                 writer.add(np.ascontiguousarray(arr.transpose(2, 0, 1)), entry.label)
                 bar.update(1)

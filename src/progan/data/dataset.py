@@ -8,7 +8,10 @@ Layout (see docs/INTERFACES.md)::
 
 ``dataset.json`` holds ``{"format": "progan-dataset", "version": 1, "resolution": R,
 "channels": 1|3, "count": N, "labels": [[name, label], ...] | null, "num_classes": K,
-"class_names": [...] | null, "source": "...", "created": "..."}``.
+"class_names": [...] | null, "source": "...", "source_kind": "...", "created": "..."}``;
+``source_kind`` (absent in datasets made before it existed) is the source type the images came
+from: "celeba", "celeba-hq" (align-faces), "lsun", "cifar10", "mnist", "folder", "zip" or
+"synthetic".
 
 :class:`ImageDataset` reads it (validating everything on open) and :class:`DatasetWriter`
 writes it crash-safely.
@@ -83,6 +86,9 @@ class ImageDataset:
         self.count: int = self.meta["count"]
         self.num_classes: int = self.meta["num_classes"]
         self.class_names: list[str] | None = self.meta.get("class_names")
+        # What the images were made from ("celeba", "lsun", "cifar10", ...; None for datasets
+        # written before the field existed): the official configs' mirror default follows it.
+        self.source_kind: str | None = self.meta.get("source_kind")
         self.labels: np.ndarray | None = self._validate(members)
 
     # -- opening and validation ---------------------------------------------------------------
@@ -283,6 +289,7 @@ class DatasetWriter:
         channels: int,
         *,
         source: str = "",
+        source_kind: str | None = None,
         class_names: list[str] | None = None,
     ):
         self.dest = Path(dest)
@@ -293,6 +300,7 @@ class DatasetWriter:
         self.resolution = resolution
         self.channels = channels
         self.source = source
+        self.source_kind = source_kind
         self.class_names = class_names
         self.is_zip = self.dest.suffix.lower() == ".zip"
         if (
@@ -371,6 +379,7 @@ class DatasetWriter:
             if labels is not None and self.class_names
             else None,
             "source": self.source,
+            **({"source_kind": self.source_kind} if self.source_kind else {}),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         meta.update(extra or {})

@@ -32,10 +32,13 @@ paper's reduction (half the maps at 16x16, a quarter from 32x32 on) is exactly
 (the paper's 128 against 512).
 
 Budget: every row trains ``kimg`` thousand real images, except (h) which trains ``2 * kimg``
-(the paper's (h) is "longer training"; 2x is our choice). With growing, every stabilization
-and fade-in phase is ``phase_kimg`` (default ``kimg / (2L - 1)`` for L resolutions from 4x4 to
-the target, so that (b)-(g) reach the target resolution and stabilize there for one phase, as
-the paper's 600k-image phases did).
+(the paper's (h) is "longer training"; 2x is our choice). The paper (Section 6.1) trains each
+row until D has seen 10M real images (``PAPER_KIMG`` = 10,000), with 600k images per
+stabilization and per fade-in phase up to 128x128 (11 phases = 6,600 kimg), then stable at
+128x128 until 10,000 kimg. With growing, every phase is ``phase_kimg``, by default the paper's
+share of the budget, ``kimg * 600 / 10,000`` (600 at the paper's budget), but at most
+``kimg / (2L - 1)`` for L resolutions from 4x4 to the target, so the target is always reached
+and stabilized for at least one phase.
 
 Known deviations from the paper's baseline (the training loop is shared by all rows): leaky
 ReLU and a linear output in G (the paper's (a)-(c) used ReLU and tanh); the EMA generator is
@@ -64,6 +67,8 @@ from progan.fileio import atomic_write_bytes, atomic_write_json
 
 __all__ = [
     "ABLATION_CONFIGS",
+    "PAPER_KIMG",
+    "PAPER_PHASE_KIMG",
     "AblationConfig",
     "AblationRow",
     "build_config",
@@ -219,12 +224,17 @@ def parse_config_keys(text: str | Sequence[str] | None) -> list[AblationConfig]:
     return [row for key, row in ABLATION_CONFIGS.items() if key in wanted]
 
 
+PAPER_KIMG = 10_000.0  # Section 6.1: D sees 10M real images per row
+PAPER_PHASE_KIMG = 600.0  # Appendix A.2: 600k images per stabilization and per fade-in
+
+
 def default_phase_kimg(kimg: float, resolution: int, start_resolution: int = 4) -> float:
-    """Length of each growing phase so that ``kimg`` covers the stabilization at
-    ``start_resolution``, a fade-in and a stabilization for every later resolution:
-    ``kimg / (2L - 1)`` for L resolutions."""
+    """Length of each growing phase: the paper's ``kimg * 600 / 10,000`` (600 kimg phases in
+    a 10,000 kimg budget), capped at ``kimg / (2L - 1)`` for L resolutions so that the budget
+    always covers the stabilization at ``start_resolution`` and a fade-in and a stabilization
+    for every later resolution."""
     levels = int(math.log2(resolution)) - int(math.log2(start_resolution)) + 1
-    return kimg / (2 * levels - 1)
+    return min(kimg * PAPER_PHASE_KIMG / PAPER_KIMG, kimg / (2 * levels - 1))
 
 
 def build_config(

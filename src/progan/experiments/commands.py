@@ -32,7 +32,8 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--phase-kimg",
         type=float,
         help="kimg per stabilization and per fade-in phase when growing [ablation: "
-        "kimg / (2L - 1) for L resolutions; convergence: 600, as the paper's Figure 4]",
+        "kimg * 600 / 10000 (the paper's 600 at --kimg 10000), at most kimg / (2L - 1) for L "
+        "resolutions; convergence: 600, as the paper's Figure 4]",
     )
     p.add_argument("--tick-kimg", type=float, help="kimg per tick (log line) [preset's]")
     p.add_argument(
@@ -61,7 +62,13 @@ def add_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
         "width. See progan.experiments.ablation for what each row switches.",
     )
     _common(a)
-    a.add_argument("--kimg", type=float, required=True, help="budget per configuration")
+    a.add_argument(
+        "--kimg",
+        type=float,
+        default=10_000.0,
+        help="budget per configuration ((h): twice) [10000: the paper's 10M real images, "
+        "Section 6.1]",
+    )
     a.add_argument(
         "--configs",
         default="all",

@@ -3,6 +3,9 @@
 Follows Karras et al. (2018), Section 5, and the official implementation
 (``metrics/sliced_wasserstein.py`` of tkarras/progressive_growing_of_gans):
 
+* one-channel (grayscale) images are tiled to three identical channels first, as the official
+  ``util_scripts.evaluate_metrics`` does before every metric (``np.tile(images, [1, 3, 1, 1])``;
+  its SWD asserts three channels), so SWD of MNIST is comparable with the official numbers;
 * every image (uint8, values 0..255, as float32) is decomposed into a Laplacian pyramid with
   the 5-tap binomial filter ``[1, 4, 6, 4, 1] / 16`` (separable; mirror boundary, like
   ``cv2.pyrDown``/``pyrUp``), from full resolution down to 16x16;
@@ -154,7 +157,9 @@ class PatchDescriptors:
 
     Args:
         resolution: image size R (images are (N, C, R, R)).
-        channels: C.
+        channels: C of the images fed, 1 or 3. One-channel images are tiled to three channels
+            before the pyramid (official ``util_scripts``), so ``self.channels`` (the
+            descriptors' channels) is 3 either way; ``input_channels`` is C.
         patches_per_image: 128 in the paper.
         patch_size: 7 in the paper.
         min_resolution: coarsest pyramid level (16 in the paper).
@@ -183,7 +188,8 @@ class PatchDescriptors:
         store_device: str | torch.device = "cpu",
     ) -> None:
         self.resolution = int(resolution)
-        self.channels = int(channels)
+        self.input_channels = int(channels)
+        self.channels = 3 if self.input_channels == 1 else self.input_channels
         self.patches_per_image = int(patches_per_image)
         self.patch_size = int(patch_size)
         self.resolutions = swd_resolutions(self.resolution, min_resolution)
@@ -199,17 +205,19 @@ class PatchDescriptors:
         """Add a batch: (N, C, R, R) uint8 (or float in 0..255) tensor on any device;
         ``start``: the set index of ``images[0]`` (keys the patch sampling, see above)."""
         if images.ndim != 4 or tuple(images.shape[1:]) != (
-            self.channels,
+            self.input_channels,
             self.resolution,
             self.resolution,
         ):
             raise ValueError(
-                f"expected images of shape (N, {self.channels}, {self.resolution}, "
+                f"expected images of shape (N, {self.input_channels}, {self.resolution}, "
                 f"{self.resolution}), got {tuple(images.shape)}"
             )
         if start is not None:
             self._generator.manual_seed((self.seed * 2**32 + int(start)) % 2**63)
         x = images.to(self.device, non_blocking=True).float()
+        if x.shape[1] == 1:  # grayscale => RGB, as the official evaluation
+            x = x.repeat(1, 3, 1, 1)
         for i, level in enumerate(laplacian_pyramid(x, len(self.resolutions))):
             desc = sample_patches(level, self.patches_per_image, self.patch_size, self._generator)
             self._chunks[i].append(desc.to(self.store_device))

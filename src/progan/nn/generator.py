@@ -22,6 +22,15 @@ from progan.nn.layers import (
     upsample2x,
 )
 
+LEGACY_DENSE_BIAS_MESSAGE = (
+    "these generator weights come from an older progan whose first dense layer had one bias "
+    "per output unit ({n} values, blocks.0.dense.bias); G now has one bias per 4x4 feature "
+    "map, as the official code (blocks.0.bias). The old biases cannot be converted exactly "
+    "(they differ between the 16 pixels of a feature map), so a network of the current form "
+    "cannot take them; generator snapshots of that form still load through "
+    "progan.generate.load_generator, and training states resume with the version that wrote them"
+)
+
 
 class GeneratorBlock(nn.Module):
     """Two 3x3 convolutions, each followed by leaky ReLU and pixel norm.
@@ -29,6 +38,9 @@ class GeneratorBlock(nn.Module):
     The first block (``first=True``) maps the (latent, label) vector to 4x4 with a dense layer
     (the paper's 4x4 "convolution" of a 1x1 input) followed by one 3x3 convolution; later blocks
     upsample 2x (nearest) first. Input (N, in_ch[, H, W]) -> output (N, out_ch, H', W').
+    As in the official code (``networks.py``, ``G_paper``: ``dense`` then reshape then
+    ``apply_bias``), the dense layer has no bias of its own: ``bias`` holds one bias per feature
+    map (``out_ch``), added after the reshape to 4x4 (not one per output unit, 16 * out_ch).
 
     Ablation options: ``cfg.pixelnorm=False`` drops the pixel norm; ``cfg.batchnorm_g`` puts a
     ``BatchNorm2d`` between each convolution and its activation (the WGAN-GP baseline's
@@ -43,10 +55,15 @@ class GeneratorBlock(nn.Module):
         if first:
             # The official code uses gain sqrt(2)/4 here: the dense layer's 16 outputs per
             # feature map play the role of a 4x4 kernel over a 1x1 input.
-            self.dense = EqualizedLinear(in_ch, out_ch * 16, gain=math.sqrt(2) / 4, equalized=eq)
+            per_map = cfg.g_first_bias == "per-map"
+            self.dense = EqualizedLinear(
+                in_ch, out_ch * 16, gain=math.sqrt(2) / 4, equalized=eq, bias=not per_map
+            )
+            self.bias = nn.Parameter(torch.zeros(out_ch)) if per_map else None
             self.conv0 = None
         else:
             self.dense = None
+            self.bias = None
             self.conv0 = EqualizedConv2d(in_ch, out_ch, 3, equalized=eq)
         self.conv1 = EqualizedConv2d(out_ch, out_ch, 3, equalized=eq)
         self.norm = PixelNorm() if cfg.pixelnorm else nn.Identity()
@@ -56,6 +73,8 @@ class GeneratorBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.dense is not None:
             x = self.dense(x).reshape(x.shape[0], self.out_ch, 4, 4)
+            if self.bias is not None:
+                x = x + self.bias.to(x.dtype).view(1, -1, 1, 1)
         else:
             x = self.conv0(upsample2x(x))
         x = self.norm(leaky_relu(self.bn0(x)))
@@ -120,6 +139,16 @@ class Generator(nn.Module):
             skip = upsample2x(self.to_rgb[depth - 1](previous))
             x = torch.lerp(skip, x, alpha)
         return x
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # type: ignore[override]
+        """As ``nn.Module.load_state_dict``; weights saved before G's first dense layer took
+        the official form (one bias per output unit, ``blocks.0.dense.bias``) are refused with
+        a RuntimeError that says why (the callers add the file's name)."""
+        legacy = state_dict.get("blocks.0.dense.bias")
+        per_map = self.cfg.g_first_bias == "per-map"
+        if legacy is not None and "blocks.0.bias" not in state_dict and per_map:
+            raise RuntimeError(LEGACY_DENSE_BIAS_MESSAGE.format(n=legacy.numel()))
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def _join_labels(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         if z.ndim != 2 or z.shape[1] != self.latent_size:

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -71,20 +72,29 @@ class EqualizedConv2d(nn.Module):
 
 
 class EqualizedLinear(nn.Module):
-    """Dense layer with the equalized learning rate: (N, in_features) -> (N, out_features)."""
+    """Dense layer with the equalized learning rate: (N, in_features) -> (N, out_features).
+
+    ``bias=False`` leaves the bias out (G's first layer adds one per feature map itself).
+    """
 
     def __init__(
-        self, in_features: int, out_features: int, gain: float = HE_GAIN, equalized: bool = True
+        self,
+        in_features: int,
+        out_features: int,
+        gain: float = HE_GAIN,
+        equalized: bool = True,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         he_std = gain / math.sqrt(in_features)
         self.weight = nn.Parameter(torch.randn(out_features, in_features))
-        self.bias = nn.Parameter(torch.zeros(out_features))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self.scale = _he_scale(self.weight, he_std, equalized)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight * self.scale if self.scale != 1.0 else self.weight
-        return F.linear(x, weight.to(x.dtype), self.bias.to(x.dtype))
+        bias = self.bias.to(x.dtype) if self.bias is not None else None
+        return F.linear(x, weight.to(x.dtype), bias)
 
     def extra_repr(self) -> str:
         out_f, in_f = self.weight.shape
@@ -112,8 +122,11 @@ class MinibatchStdDev(nn.Module):
     into groups of ``group_size`` samples where sample n belongs to group ``n % (N // G)``; within
     each group the standard deviation of every feature at every pixel is computed (biased
     estimator, ``sqrt(var + 1e-8)``), averaged over features and pixels to one number per group,
-    and that number is replicated over the group's samples and pixels. When N is not divisible
-    by ``group_size``, the largest group size <= ``group_size`` that divides N is used.
+    and that number is replicated over the group's samples and pixels. The group size is
+    ``min(group_size, N)``, as in the official layer (so with the paper's group size 16 the
+    whole minibatch of 16, 14, 6 or 3 forms one group). Where that does not divide N (the
+    official code would fail there), the largest group size that does is used instead, and a
+    warning says so once per (N, group_size).
     """
 
     def __init__(self, group_size: int = 4, eps: float = 1e-8) -> None:
@@ -124,6 +137,8 @@ class MinibatchStdDev(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
         g = effective_group_size(n, self.group_size)
+        if g != min(self.group_size, n):
+            _note_group_fallback(n, self.group_size, g)
         y = x if x.dtype == torch.float64 else x.float()  # statistics in >= fp32
         y = y.reshape(g, n // g, c, h, w)
         y = y - y.mean(dim=0, keepdim=True)
@@ -201,8 +216,27 @@ class LayerNorm(nn.Module):
         return y * self.gain.view(shape).to(x.dtype) + self.bias.view(shape).to(x.dtype)
 
 
+_GROUP_FALLBACKS_NOTED: set[tuple[int, int]] = set()
+
+
+def _note_group_fallback(batch: int, group_size: int, used: int) -> None:
+    """Warn, once per (batch, group_size) in this process, that the stddev layer's groups are
+    not the official layer's ``min(group_size, batch)``."""
+    if (batch, group_size) in _GROUP_FALLBACKS_NOTED:
+        return
+    _GROUP_FALLBACKS_NOTED.add((batch, group_size))
+    warnings.warn(
+        f"minibatch stddev: a minibatch of {batch} does not split into groups of "
+        f"min({group_size}, {batch}) = {min(group_size, batch)} (the official layer's group "
+        f"size); using groups of {used} instead",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
 def effective_group_size(batch: int, group_size: int) -> int:
-    """Largest g <= group_size that divides ``batch`` (the group size the stddev layer uses)."""
+    """Largest g <= min(group_size, batch) that divides ``batch`` (the group size the stddev
+    layer uses): ``min(group_size, batch)`` itself whenever that divides ``batch``."""
     g = max(1, min(group_size, batch))
     while batch % g:
         g -= 1

@@ -269,7 +269,7 @@ def align_faces_to_dataset(
         entries = entries[:max_images]
     missing = 0
     source = f"align-faces {images_dir} ({Path(landmarks_path).name}), CelebA-HQ-style crop"
-    with DatasetWriter(dest, resolution, 3, source=source) as writer:
+    with DatasetWriter(dest, resolution, 3, source=source, source_kind="celeba-hq") as writer:
         iterator = entries
         if progress:
             from tqdm import tqdm
