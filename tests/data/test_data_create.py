@@ -200,3 +200,44 @@ def test_commands_create_and_info(tmp_path, rgb_folder, capsys):
     args = parser.parse_args(["dataset", "info", str(tmp_path / "missing.zip")])
     with pytest.raises(DatasetError, match="not found"):
         args.func(args)
+
+
+def _png(path, value: int) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((8, 8, 3), value, np.uint8)).save(path)
+
+
+def test_labels_from_class_folders_of_a_folder_and_a_zip(tmp_path):
+    import zipfile
+
+    from progan.data.dataset import ImageDataset
+
+    root = tmp_path / "src" / "train"
+    for cls, value in (("cat", 10), ("airplane", 20), ("cat", 30), ("dog", 40)):
+        _png(root / cls / f"{value}.png", value)
+    create_dataset(root, tmp_path / "a.zip", 8, progress=False, labels_from_folders=True)
+    ds = ImageDataset(tmp_path / "a.zip")
+    assert ds.class_names == ["airplane", "cat", "dog"]
+    got = sorted((int(ds[i][0][0, 0, 0]), int(ds[i][1])) for i in range(len(ds)))
+    assert got == [(10, 1), (20, 0), (30, 1), (40, 2)]
+    # the same files inside a zip (CIFAR-10's PNG layout train/<class>/<file>)
+    archive = tmp_path / "cifar-like.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in sorted(root.rglob("*.png")):
+            zf.write(f, f.relative_to(root.parent).as_posix())
+    create_dataset(archive, tmp_path / "b.zip", 8, progress=False, labels_from_folders=True)
+    ds_b = ImageDataset(tmp_path / "b.zip")
+    assert ds_b.class_names == ds.class_names
+    assert sorted((int(ds_b[i][0][0, 0, 0]), int(ds_b[i][1])) for i in range(len(ds_b))) == got
+
+
+def test_labels_from_folders_refuses_images_outside_a_class_folder(tmp_path):
+    _png(tmp_path / "src" / "cat" / "1.png", 1)
+    _png(tmp_path / "src" / "loose.png", 2)
+    with pytest.raises(DatasetError, match="loose.png is not inside a class folder"):
+        create_dataset(tmp_path / "src", tmp_path / "a.zip", 8, labels_from_folders=True)
+    assert not (tmp_path / "a.zip").exists()
+    with pytest.raises(DatasetError, match="folder or zip of images"):
+        create_dataset("synthetic:shapes", tmp_path / "b.zip", 8, labels_from_folders=True)

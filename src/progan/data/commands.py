@@ -34,6 +34,7 @@ def run_create(args: argparse.Namespace) -> int:
         channels=args.channels,
         progress=not args.no_progress,
         seed=args.seed,
+        labels_from_folders=args.labels_from_folders,
     )
     print(summary)
     return 0
@@ -101,6 +102,12 @@ def add_commands(dataset_subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--channels", type=int, choices=(1, 3), default=None, help="convert every image")
     add_seed(p, "seed of synthetic sources (default 0)")
+    p.add_argument(
+        "--labels-from-folders",
+        action="store_true",
+        help="label each image by its class folder (<class>/<image>, e.g. CIFAR-10 as PNG "
+        "folders); classes in sorted order of the folder names",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_create)
 

@@ -21,6 +21,7 @@ from progan.data.images import (
     required_side,
     to_uint8_hwc,
 )
+from progan.data.source_base import with_folder_labels
 from progan.data.sources import Source, open_source
 from progan.data.synthetic import DEFAULT_RESOLUTION, SyntheticShapesSource
 from progan.errors import DatasetError
@@ -94,6 +95,7 @@ def create_dataset(
     channels: int | None = None,
     progress: bool = True,
     seed: int = 0,
+    labels_from_folders: bool = False,
 ) -> CreateSummary:
     """Convert ``source`` into a progan dataset at ``dest`` (``.zip`` or a new folder).
 
@@ -106,6 +108,8 @@ def create_dataset(
     * ``skip_bad``: skip (and list in the summary) unreadable, truncated, non-image and too
       small files instead of failing on the first one.
     * ``seed``: only used by ``synthetic:`` sources.
+    * ``labels_from_folders``: label each image of a folder or zip source by the folder that
+      holds it (``<class>/<image>``; classes in sorted order of their names).
 
     Nothing is left at ``dest`` if this fails. Raises :class:`DatasetError`.
     """
@@ -117,6 +121,8 @@ def create_dataset(
     if max_images is not None and max_images < 1:
         raise DatasetError(f"--max-images must be >= 1, got {max_images}")
     src = open_source(source, source_type, count=max_images, resolution=resolution, seed=seed)
+    if labels_from_folders:
+        src = with_folder_labels(src)
     total = len(src) if max_images is None else min(len(src), max_images)
     skipped: list[tuple[str, str]] = []
     writer: DatasetWriter | None = None

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import zipfile
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
 from progan.data.images import BadImageError, ImageLike, decode_image, has_image_extension
@@ -125,3 +125,49 @@ class ZipImagesSource(Source):
                     return decode_image(data, name)
 
                 yield Entry(name, None, read)
+
+
+class FolderLabelledSource(Source):
+    """Labels from class folders: each image's label is the index, in sorted order, of the
+    name of the folder that holds it (``<class>/<file>`` anywhere under the root of a folder
+    or zip source, e.g. CIFAR-10 as ``train/airplane/0001.png``). ``class_names`` lists the
+    folder names. An image directly at the root has no class folder: a :class:`DatasetError`
+    that names it."""
+
+    def __init__(self, inner: Source):
+        super().__init__(inner.path)
+        self.inner = inner
+        self.kind = inner.kind
+        names = [entry.name for entry in inner.entries()]
+        folders = {}
+        for name in names:
+            parent = PurePosixPath(name).parent.name
+            if not parent:
+                raise DatasetError(
+                    f"{inner.describe()}: {name} is not inside a class folder "
+                    "(--labels-from-folders needs <class>/<image> files)"
+                )
+            folders[name] = parent
+        self.class_names = sorted(set(folders.values()))
+        index = {c: i for i, c in enumerate(self.class_names)}
+        self._labels = {name: index[c] for name, c in folders.items()}
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def entries(self) -> Iterator[Entry]:
+        for entry in self.inner.entries():
+            yield Entry(entry.name, self._labels[entry.name], entry.read)
+
+    def describe(self) -> str:
+        return f"{self.inner.describe()} (labels from folders)"
+
+
+def with_folder_labels(source: Source) -> Source:
+    """``source`` labelled by its class folders (folder and zip sources only)."""
+    if not isinstance(source, (ImageFolderSource, ZipImagesSource)):
+        raise DatasetError(
+            f"--labels-from-folders applies to a folder or zip of images, not to a "
+            f"{source.kind} source ({source.describe()})"
+        )
+    return FolderLabelledSource(source)
