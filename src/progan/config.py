@@ -20,6 +20,7 @@ T = TypeVar("T")
 
 LOSSES = ("wgan-gp", "lsgan", "logistic")
 PRESETS = ("paper", "small", "tiny")
+CONV_IMPLS = ("native", "explicit")  # NetworkConfig.conv_impl (progan.nn.conv_ops)
 
 
 @dataclass
@@ -46,6 +47,10 @@ class NetworkConfig:
     layernorm_d: bool = False  # layer norm before every hidden activation of D ((a)-(c))
     mbdisc_kernels: int = 0  # minibatch discrimination in D: kernels B (Table 1 (e*)); 0 = off
     mbdisc_dims: int = 5  # minibatch discrimination: dimensions C of each kernel
+    # D's convolutions and dense layers: "native" (F.conv2d/F.linear) or "explicit" (same
+    # values; backward written as ordinary convolutions so that the gradient penalty's double
+    # backward avoids PyTorch's generic one; nn/conv_ops.py). A speed option, not a model change.
+    conv_impl: str = "native"
 
     def validate(self) -> None:
         log2 = math.log2(self.resolution) if self.resolution > 0 else -1
@@ -61,6 +66,10 @@ class NetworkConfig:
             raise ConfigError("mbstd_group_size must be >= 0")
         if self.mbdisc_kernels < 0 or self.mbdisc_dims < 1:
             raise ConfigError("mbdisc_kernels must be >= 0 and mbdisc_dims >= 1")
+        if self.conv_impl not in CONV_IMPLS:
+            raise ConfigError(
+                f"conv_impl must be one of {', '.join(CONV_IMPLS)}, got {self.conv_impl!r}"
+            )
 
     @property
     def max_depth(self) -> int:
@@ -127,10 +136,16 @@ class LossConfig:
     gp_target: float = 1.0
     drift: float = 0.001  # epsilon_drift: weight of E[D(x)^2] on reals
     label_weight: float = 1.0  # weight of the auxiliary classifier's cross-entropy
+    # Lazy gradient penalty (NOT the paper's method; StyleGAN2's lazy R1 regularization): the
+    # penalty is computed only on every gp_every-th D step, with its weight multiplied by
+    # gp_every. 1 = every step, as in the paper. See losses.gp_due / discriminator_loss(apply_gp).
+    gp_every: int = 1
 
     def validate(self) -> None:
         if self.name not in LOSSES:
             raise ConfigError(f"unknown loss {self.name!r}; choose from {', '.join(LOSSES)}")
+        if not isinstance(self.gp_every, int) or self.gp_every < 1:
+            raise ConfigError(f"gp_every must be an integer >= 1, got {self.gp_every!r}")
 
 
 @dataclass
