@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from progan.config import LOSSES, PRESETS, to_dict
+from progan.config import CONV_IMPLS, LOSSES, PRESETS, to_dict
 from progan.errors import ProganError
 
 
@@ -68,6 +68,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="cuda, cpu or auto [auto]")
     p.add_argument("--workers", type=int, help="data loading worker processes")
     p.add_argument("--amp", choices=["none", "bf16"], help="mixed precision on CUDA [none]")
+    p.add_argument(
+        "--conv-impl",
+        choices=list(CONV_IMPLS),
+        help="D's convolutions: native (F.conv2d) or explicit (backward as ordinary "
+        "convolutions, for a faster gradient-penalty double backward; same values) [native]",
+    )
     p.add_argument(
         "--resume",
         metavar="RUN_OR_CHECKPOINT",
@@ -129,6 +135,8 @@ def _run_train(args: argparse.Namespace) -> int:
         cfg.schedule.minibatch, cfg.schedule.minibatch_default = {}, args.batch
     if args.lr is not None:
         cfg.schedule.learning_rate, cfg.schedule.learning_rate_default = {}, args.lr
+    if args.conv_impl is not None:
+        cfg.network.conv_impl = args.conv_impl
     cfg.validate()
     if args.dry_run:
         print(json.dumps(to_dict(cfg), indent=2))
