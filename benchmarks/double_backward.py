@@ -215,14 +215,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_steps(fn: Callable[[], Any], device: torch.device, steps: int) -> float:
-    """Seconds per call, averaged over ``steps`` calls."""
+def time_steps(fn: Callable[[], Any], device: torch.device, steps: int) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) per call, averaged over ``steps`` calls. On a shared
+    CPU the process CPU time is the steadier figure (it leaves out time spent descheduled)."""
     _sync(device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(steps):
         fn()
     _sync(device)
-    return (time.perf_counter() - t0) / steps
+    return (time.perf_counter() - t0) / steps, (time.process_time() - c0) / steps
 
 
 def _max_rel_diff(a: list[torch.Tensor | None], b: list[torch.Tensor | None]) -> float:
@@ -256,19 +257,24 @@ def run_case(case: Case, args: argparse.Namespace, device: torch.device) -> dict
             if args.top > 0:
                 rows[v]["profile"] = profile_step(case.step, device, args.top)
         case.D.zero_grad(set_to_none=True)
-        rows[v]["seconds"] = []
+        rows[v]["seconds"], rows[v]["cpu_seconds"] = [], []
     for _ in range(args.repeats):  # interleaved: A B C A B C ...
         for v in variants:
             with variant_context(case.D, v):
-                rows[v]["seconds"].append(time_steps(case.step, device, args.steps))
+                wall, cpu = time_steps(case.step, device, args.steps)
+            rows[v]["seconds"].append(wall)
+            rows[v]["cpu_seconds"].append(cpu)
             case.D.zero_grad(set_to_none=True)
     first = min(rows[variants[0]]["seconds"])
+    first_cpu = min(rows[variants[0]]["cpu_seconds"])
     for v in variants:
         best = min(rows[v]["seconds"])
         rows[v]["ms_per_step_best"] = best * 1e3
         rows[v]["ms_per_step_median"] = statistics.median(rows[v]["seconds"]) * 1e3
         rows[v]["img_per_s"] = case.batch / best
         rows[v]["speedup"] = first / best
+        rows[v]["cpu_ms_per_step_best"] = min(rows[v]["cpu_seconds"]) * 1e3
+        rows[v]["cpu_speedup"] = first_cpu / min(rows[v]["cpu_seconds"])
     if device.type == "cuda":
         rows[variants[-1]]["note"] = "peak memory not separated per variant"
     return {
@@ -300,13 +306,16 @@ def print_report(result: dict[str, Any]) -> None:
         f"\n{result['case']}: D feature maps {result['feature_maps']} (4x4 first), "
         f"batch {result['batch']}"
     )
-    head = "variant    ms/step best (median)   img/s   speedup  GFLOP/img  loss diff  grad rel diff"
-    print(head)
+    print(
+        "variant    ms/step best (median)   img/s   speedup  CPU ms/step  CPU speedup"
+        "  GFLOP/img  loss diff  grad rel diff"
+    )
     for r in result["rows"]:
         gf = f"{r['gflop_per_image']:9.3f}" if "gflop_per_image" in r else "        -"
         print(
             f"{r['variant']:<10} {r['ms_per_step_best']:9.1f} ({r['ms_per_step_median']:8.1f})"
-            f" {r['img_per_s']:8.2f} {r['speedup']:8.3f}  {gf}  {r['loss_abs_diff']:9.2e}"
+            f" {r['img_per_s']:8.2f} {r['speedup']:8.3f}  {r['cpu_ms_per_step_best']:11.1f}"
+            f"  {r['cpu_speedup']:11.3f}  {gf}  {r['loss_abs_diff']:9.2e}"
             f"  {r['grad_max_rel_diff']:9.2e}"
         )
     for r in result["rows"]:
