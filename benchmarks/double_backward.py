@@ -19,7 +19,9 @@ For each case (``--cases widths:resolution:batch``) the script reports
   (``ConvolutionBackwardBackward0``, ``AvgPool2DBackward0``, ...), present or absent;
 * the time per step (best and median of ``--repeats`` interleaved runs of ``--steps`` steps
   after ``--warmup``), images per second, and the speedup over the first variant;
-* the largest difference of the loss and of D's weight gradients from the first variant.
+* the difference of the loss, and the relative L2 difference of all of D's weight gradients
+  together, from the first variant; under ``--amp bf16`` also from the first variant without
+  autocast.
 
 Widths: ``paper`` (512 feature maps up to 32x32, then 256, 128, ...), ``small`` (at most 256),
 ``narrow`` (at most 64: 64, 64, 64, 64, 32, 16 from 4x4 to 128x128), ``tiny`` (at most 32).
@@ -28,6 +30,7 @@ Examples::
 
     python benchmarks/double_backward.py --threads 1          # CPU default cases
     python benchmarks/double_backward.py --device cuda --json $OUT/double_backward.json
+    python benchmarks/double_backward.py --device cuda --amp bf16 --channels-last --json ...
 
 Writes JSON (``--json``, default ``benchmarks/results/double_backward-<device>.json``) with the
 device, torch version, date and command.
@@ -103,7 +106,14 @@ def variant_context(D: Discriminator, variant: str):
 class Case:
     """A fully grown D of the given widths at one resolution, with fixed inputs."""
 
-    def __init__(self, spec: str, device: torch.device, seed: int = 0) -> None:
+    def __init__(
+        self,
+        spec: str,
+        device: torch.device,
+        seed: int = 0,
+        amp: str = "none",
+        channels_last: bool = False,
+    ) -> None:
         widths, res, batch = spec.split(":")
         if widths not in WIDTHS:
             raise SystemExit(f"Error: unknown widths {widths!r}; choose from {', '.join(WIDTHS)}")
@@ -120,17 +130,24 @@ class Case:
         self.reals = torch.rand(shape, device=device, generator=gen) * 2 - 1
         self.fakes = torch.rand(shape, device=device, generator=gen) * 2 - 1
         self.mix = torch.rand(self.batch, 1, 1, 1, device=device, generator=gen)
+        if channels_last:
+            self.D = self.D.to(memory_format=torch.channels_last)
+            self.reals = self.reals.contiguous(memory_format=torch.channels_last)
+            self.fakes = self.fakes.contiguous(memory_format=torch.channels_last)
+        self.device_type = device.type
+        self.amp = amp
         self.loss_cfg = LossConfig()  # wgan-gp, lambda 10, drift 0.001
 
     def step(self) -> torch.Tensor:
         """One D step's loss and backward (gradients accumulate into D's .grad)."""
-        loss, _ = discriminator_loss(
-            self.loss_cfg,
-            lambda x: self.D(x, self.depth, 1.0),
-            self.reals,
-            self.fakes,
-            mix=self.mix,
-        )
+        with torch.autocast(self.device_type, torch.bfloat16, enabled=self.amp == "bf16"):
+            loss, _ = discriminator_loss(
+                self.loss_cfg,
+                lambda x: self.D(x, self.depth, 1.0),
+                self.reals,
+                self.fakes,
+                mix=self.mix,
+            )
         loss.backward()
         return loss.detach()
 
@@ -226,26 +243,34 @@ def time_steps(fn: Callable[[], Any], device: torch.device, steps: int) -> tuple
     return (time.perf_counter() - t0) / steps, (time.process_time() - c0) / steps
 
 
-def _max_rel_diff(a: list[torch.Tensor | None], b: list[torch.Tensor | None]) -> float:
-    worst = 0.0
+def _rel_l2(a: list[torch.Tensor | None], b: list[torch.Tensor | None]) -> float:
+    """||a - b|| / ||b|| over all of D's gradients together (inf if different ones exist)."""
+    num = den = 0.0
     for x, y in zip(a, b, strict=True):
         if (x is None) != (y is None):
             return float("inf")
         if x is not None:
-            scale = y.abs().max().item() or 1.0
-            worst = max(worst, (x - y).abs().max().item() / scale)
-    return worst
+            num += (x.double() - y.double()).square().sum().item()
+            den += y.double().square().sum().item()
+    return (num / den) ** 0.5 if den else float(num > 0)
 
 
 def run_case(case: Case, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     variants = args.variants
     rows: dict[str, dict[str, Any]] = {v: {"variant": v} for v in variants}
     ref_loss, ref_grads = case.grads(variants[0])
+    fp32_grads = None
+    if case.amp != "none":  # also compare with the first variant without autocast
+        amp, case.amp = case.amp, "none"
+        fp32_grads = case.grads(variants[0])[1]
+        case.amp = amp
     for v in variants:
         loss, grads = case.grads(v)
         rows[v]["loss"] = loss
         rows[v]["loss_abs_diff"] = abs(loss - ref_loss)
-        rows[v]["grad_max_rel_diff"] = _max_rel_diff(grads, ref_grads)
+        rows[v]["grad_rel_l2"] = _rel_l2(grads, ref_grads)
+        if fp32_grads is not None:
+            rows[v]["grad_rel_l2_vs_fp32"] = _rel_l2(grads, fp32_grads)
         with variant_context(case.D, v):
             if not args.no_flops:
                 total, by_op = count_flops(case.step)
@@ -308,7 +333,7 @@ def print_report(result: dict[str, Any]) -> None:
     )
     print(
         "variant    ms/step best (median)   img/s   speedup  CPU ms/step  CPU speedup"
-        "  GFLOP/img  loss diff  grad rel diff"
+        "  GFLOP/img  loss diff  grad rel L2"
     )
     for r in result["rows"]:
         gf = f"{r['gflop_per_image']:9.3f}" if "gflop_per_image" in r else "        -"
@@ -316,7 +341,8 @@ def print_report(result: dict[str, Any]) -> None:
             f"{r['variant']:<10} {r['ms_per_step_best']:9.1f} ({r['ms_per_step_median']:8.1f})"
             f" {r['img_per_s']:8.2f} {r['speedup']:8.3f}  {r['cpu_ms_per_step_best']:11.1f}"
             f"  {r['cpu_speedup']:11.3f}  {gf}  {r['loss_abs_diff']:9.2e}"
-            f"  {r['grad_max_rel_diff']:9.2e}"
+            f"  {r['grad_rel_l2']:9.2e}"
+            + (f"  (vs fp32 {r['grad_rel_l2_vs_fp32']:.2e})" if "grad_rel_l2_vs_fp32" in r else "")
         )
     for r in result["rows"]:
         prof = r.get("profile")
@@ -351,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top", type=int, default=10, help="profiled top ops per variant (0: none)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--tf32", action="store_true", help="CUDA: allow TF32 (default off: fp32)")
+    p.add_argument("--amp", choices=["none", "bf16"], default="none", help="autocast [none]")
+    p.add_argument("--channels-last", action="store_true", help="D and images in NHWC")
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
     p.add_argument("--json", help="output path [benchmarks/results/double_backward-<dev>.json]")
     args = p.parse_args(argv)
@@ -385,7 +413,10 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
-        "precision": ("tf32" if args.tf32 else "fp32") if on_cuda else "fp32",
+        "precision": "bf16 autocast"
+        if args.amp == "bf16"
+        else (("tf32" if args.tf32 else "fp32") if on_cuda else "fp32"),
+        "channels_last": args.channels_last,
         "step": "one D step of WGAN-GP (lambda 10, drift 0.001): D on reals, fakes and mixed "
         "images, penalty via autograd.grad(create_graph=True), loss.backward(); no optimizer",
         "variants": args.variants,
@@ -398,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{out['device_name']} ({device.type}), torch {torch.__version__}, threads {out['threads']}"
     )
     for spec in cases:
-        result = run_case(Case(spec.strip(), device), args, device)
+        case = Case(spec.strip(), device, amp=args.amp, channels_last=args.channels_last)
+        result = run_case(case, args, device)
         print_report(result)
         out["results"].append(result)
     out["wall_s"] = (dt.datetime.now(dt.timezone.utc) - started).total_seconds()
