@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from progan.config import TrainConfig, preset
+from progan.config import TrainConfig
+from progan.presets import preset
 from progan.schedule import PhaseState
 
 TOKENS = ("fp32", "tf32", "bf16", "channels_last", "compile", "compile_g")

@@ -7,7 +7,7 @@ from typing import Any
 
 from bench_device import reference_flops_per_image
 from bench_progan import network_config
-from progan.config import preset
+from progan.presets import preset
 from progan.schedule import Schedule
 
 

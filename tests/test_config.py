@@ -4,17 +4,9 @@ import json
 
 import pytest
 
-from progan.config import (
-    PRESETS,
-    TrainConfig,
-    default_mirror,
-    from_dict,
-    load_config,
-    preset,
-    save_config,
-    to_dict,
-)
+from progan.config import PRESETS, TrainConfig, from_dict, load_config, save_config, to_dict
 from progan.errors import ConfigError
+from progan.presets import default_mirror, preset
 
 
 def test_json_round_trip(tmp_path):
@@ -173,7 +165,7 @@ def test_snapshots_written_before_the_ablation_options_still_load(tmp_path):
 
 
 def test_narrow_presets_keep_at_least_one_feature_map_at_1024():
-    from progan.config import preset
+    from progan.presets import preset
 
     net = preset("tiny", 1024).network
     widths = [net.num_features(d) for d in range(net.max_depth + 1)]

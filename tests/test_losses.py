@@ -70,7 +70,7 @@ def test_wgan_gp_with_the_cifar10_target_matches_the_official_formula():
     CIFAR-10 target (paper-cifar10 preset: gamma = 750), computed independently in numpy."""
     import numpy as np
 
-    from progan.config import preset
+    from progan.presets import preset
 
     loss_cfg = preset("paper-cifar10", resolution=32).loss
     assert loss_cfg.gp_target == 750.0 and loss_cfg.gp_lambda == 10.0
@@ -145,3 +145,37 @@ def test_penalty_gradient_reaches_discriminator_weights():
     n = w.detach().norm()
     torch.testing.assert_close(w.grad, 2 * (n - 1) * w.detach() / n)
     assert math.isfinite(w.grad.sum().item())
+
+
+def test_lazy_gradient_penalty_weight_and_schedule():
+    """gp_every = k: penalty on steps 0, k, 2k, ... with weight k * lambda; skipped otherwise.
+    k = 1 (the default, the paper's method) is the plain loss."""
+    from progan.losses import gp_due
+
+    w = torch.randn(1, 3, 4, 4, dtype=torch.float64)
+    reals = torch.randn(6, 3, 4, 4, dtype=torch.float64)
+    fakes = torch.randn(6, 3, 4, 4, dtype=torch.float64)
+    D = LinearD(w)
+    gp = (w.norm() - 1.0) ** 2
+    plain, _ = discriminator_loss(LossConfig(drift=0.0), D, reals, fakes)
+    base = (
+        fakes.flatten(1).mul(w.flatten(1)).sum(1).mean()
+        - reals.flatten(1).mul(w.flatten(1)).sum(1).mean()
+    )
+    torch.testing.assert_close(plain, base + 10.0 * gp)
+    lazy = LossConfig(drift=0.0, gp_every=4)
+    on, on_stats = discriminator_loss(lazy, D, reals, fakes, apply_gp=True)
+    off, off_stats = discriminator_loss(lazy, D, reals, fakes, apply_gp=False)
+    torch.testing.assert_close(on, base + 40.0 * gp)
+    torch.testing.assert_close(off, base)
+    assert "gradient_penalty" in on_stats and "gradient_penalty" not in off_stats
+    assert [gp_due(lazy, s) for s in range(9)] == [s % 4 == 0 for s in range(9)]
+    assert all(gp_due(LossConfig(), s) for s in range(5))
+
+
+def test_gp_every_validation():
+    from progan.errors import ConfigError
+
+    for bad in (0, -2, 1.5):
+        with pytest.raises(ConfigError, match="gp_every"):
+            LossConfig(gp_every=bad).validate()

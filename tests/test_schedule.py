@@ -5,7 +5,8 @@ import math
 
 import pytest
 
-from progan.config import ScheduleConfig, preset
+from progan.config import ScheduleConfig
+from progan.presets import preset
 from progan.schedule import Schedule
 
 

@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from progan.cli_options import add_device, add_seed
-from progan.config import LOSSES, PRESETS, TrainConfig, default_mirror, preset, to_dict
+from progan.config import CONV_IMPLS, LOSSES, PRESETS, TrainConfig, to_dict
 from progan.errors import ProganError
+from progan.presets import default_mirror, preset
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -90,6 +91,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     add_device(p)
     p.add_argument("--workers", type=int, help="data loading worker processes")
     p.add_argument("--amp", choices=["none", "bf16"], help="mixed precision on CUDA [none]")
+    p.add_argument(
+        "--conv-impl",
+        choices=list(CONV_IMPLS),
+        help="D's convolutions: native (F.conv2d) or explicit (backward as ordinary "
+        "convolutions, for a faster gradient-penalty double backward; same values) [native]",
+    )
     p.add_argument(
         "--resume",
         metavar="RUN_OR_CHECKPOINT",
@@ -172,6 +179,8 @@ def _run_train(args: argparse.Namespace) -> int:
     for flag in ("fmap_base", "fmap_max", "latent_size"):
         if getattr(args, flag) is not None:
             setattr(cfg.network, flag, getattr(args, flag))
+    if args.conv_impl is not None:
+        cfg.network.conv_impl = args.conv_impl
     cfg.validate()
     if args.dry_run:
         print(json.dumps(to_dict(cfg), indent=2))

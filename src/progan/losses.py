@@ -14,6 +14,12 @@ on the hot path).
 * ``logistic``: non-saturating logistic (Goodfellow et al. 2014):
   L_D = E[softplus(D(fake))] + E[softplus(-D(real))], L_G = E[softplus(-D(fake))].
 
+Lazy gradient penalty (``LossConfig.gp_every`` = k > 1; **not the paper's method**, which
+penalizes on every D step; StyleGAN2 does this for its R1 term): the penalty is computed on
+every k-th D step only (:func:`gp_due`), with weight ``k * gp_lambda``, so that its average
+weight per step stays ``gp_lambda``. The caller decides per step with
+``discriminator_loss(..., apply_gp=gp_due(cfg, d_step))``. Off by default (k = 1).
+
 With labels (conditional models), D's extra outputs are an auxiliary classifier (AC-GAN, as in
 the official code): ``label_weight * cross_entropy`` on reals and fakes is added to L_D and on
 fakes to L_G.
@@ -64,6 +70,12 @@ def gradient_penalty(
     return (norms - target).square() / (target * target)
 
 
+def gp_due(cfg: LossConfig, d_step: int) -> bool:
+    """Whether D step number ``d_step`` (0, 1, 2, ... counted over the whole run) computes the
+    gradient penalty: every step when ``cfg.gp_every`` is 1, else steps 0, k, 2k, ..."""
+    return d_step % cfg.gp_every == 0
+
+
 def discriminator_loss(
     cfg: LossConfig,
     discriminator: DiscriminatorFn,
@@ -73,10 +85,15 @@ def discriminator_loss(
     fake_labels: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     mix: torch.Tensor | None = None,
+    apply_gp: bool = True,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """D's loss for one minibatch. ``reals``/``fakes`` are (N, C, R, R) in [-1, 1];
     ``labels``/``fake_labels`` are (N,) int64 class indices when the model is conditional;
-    ``mix``: the gradient penalty's mixing factors (see :func:`gradient_penalty`)."""
+    ``mix``: the gradient penalty's mixing factors (see :func:`gradient_penalty`).
+
+    ``apply_gp`` (wgan-gp only): False skips the penalty on this step (no mixing factors are
+    drawn then); True adds it with weight ``cfg.gp_lambda * cfg.gp_every`` (the lazy penalty's
+    compensation; exactly ``gp_lambda`` with the default ``gp_every = 1``)."""
     real_scores, real_logits = discriminator(reals)
     fake_scores, fake_logits = discriminator(fakes.detach())
     real_scores, fake_scores = _at_least_fp32(real_scores), _at_least_fp32(fake_scores)
@@ -84,11 +101,12 @@ def discriminator_loss(
     if cfg.name == "wgan-gp":
         loss = fake_scores.mean() - real_scores.mean()
         stats["wasserstein"] = (real_scores.mean() - fake_scores.mean()).detach()
-        if cfg.gp_lambda > 0:
+        if cfg.gp_lambda > 0 and apply_gp:
             penalty = gradient_penalty(
                 discriminator, reals, fakes, cfg.gp_target, generator, mix=mix
             )
-            loss = loss + cfg.gp_lambda * penalty.mean()
+            weight = cfg.gp_lambda * cfg.gp_every if cfg.gp_every != 1 else cfg.gp_lambda
+            loss = loss + weight * penalty.mean()
             stats["gradient_penalty"] = penalty.mean().detach()
         if cfg.drift > 0:
             loss = loss + cfg.drift * real_scores.square().mean()

@@ -137,8 +137,8 @@ def test_mnist_dataset_and_info(tmp_path, shared_data):
 
 
 def test_source_kind_recorded_and_absent_in_older_datasets(tmp_path, rgb_folder):
-    from progan.config import default_mirror
     from progan.data.dataset import DatasetWriter
+    from progan.presets import default_mirror
 
     create_dataset(rgb_folder, tmp_path / "f.zip", 16, progress=False)
     assert ImageDataset(tmp_path / "f.zip").source_kind == "folder"
@@ -236,7 +236,7 @@ def test_labels_from_class_folders_of_a_folder_and_a_zip(tmp_path):
 def test_labels_from_folders_refuses_images_outside_a_class_folder(tmp_path):
     _png(tmp_path / "src" / "cat" / "1.png", 1)
     _png(tmp_path / "src" / "loose.png", 2)
-    with pytest.raises(DatasetError, match="loose.png is not inside a class folder"):
+    with pytest.raises(DatasetError, match=r"loose\.png is not inside a class folder"):
         create_dataset(tmp_path / "src", tmp_path / "a.zip", 8, labels_from_folders=True)
     assert not (tmp_path / "a.zip").exists()
     with pytest.raises(DatasetError, match="folder or zip of images"):

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from progan.cli import main
-from progan.config import preset, to_dict
+from progan.config import to_dict
 from progan.data.create import make_synthetic_dataset
 from progan.errors import ConfigError
 from progan.experiments.ablation import (
@@ -22,6 +22,7 @@ from progan.experiments.ablation import (
     table_columns,
     write_tables,
 )
+from progan.presets import preset
 from progan.schedule import Schedule
 
 # --------------------------------------------------------------------------------------------

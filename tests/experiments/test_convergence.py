@@ -106,7 +106,8 @@ def test_convergence_plots_decode_at_their_sizes(convergence_dir):
 
 
 def test_arms_share_everything_but_growing(tmp_path):
-    from progan.config import preset, to_dict
+    from progan.config import to_dict
+    from progan.presets import preset
 
     base = preset("tiny", resolution=16, channels=3)
     base.outdir = str(tmp_path)

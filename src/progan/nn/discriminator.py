@@ -18,6 +18,7 @@ from progan.nn.layers import (
     MinibatchStdDev,
     downsample2x,
     leaky_relu,
+    set_conv_impl,
 )
 
 
@@ -89,6 +90,7 @@ class Discriminator(nn.Module):
     R = 4 * 2**depth; returns ``(scores (N,), label_logits (N, label_size) or None)``. While a
     block fades in (alpha < 1), the input also takes the old path,
     ``fromRGB[depth-1](downsample(images))``, blended with the new block's output by alpha.
+    Its convolutions and dense layers use ``cfg.conv_impl`` (``set_conv_impl`` changes it).
     """
 
     def __init__(self, cfg: NetworkConfig) -> None:
@@ -110,6 +112,7 @@ class Discriminator(nn.Module):
                 blocks.append(DiscriminatorBlock(ch, cfg.num_features(depth - 1), cfg))
         self.from_rgb = nn.ModuleList(from_rgb)
         self.blocks = nn.ModuleList(blocks)
+        set_conv_impl(self, cfg.conv_impl)
 
     def forward(
         self,

@@ -11,7 +11,13 @@
 * Ablation layers (Table 1): :class:`MinibatchDiscrimination` (Salimans et al. 2016, row (e*)),
   :class:`LayerNorm` (per-sample normalization in D, rows (a)-(c)); batch normalization in G
   uses ``torch.nn.BatchNorm2d``.
-* :func:`upsample2x` (nearest neighbour) and :func:`downsample2x` (2x2 average pooling).
+* :func:`upsample2x` (nearest neighbour) and :func:`downsample2x` (2x2 average pooling), with
+  cheap twice-differentiable backward passes (``nn/sampling.py``).
+
+``EqualizedConv2d``/``EqualizedLinear`` take ``impl``: ``"native"`` (``F.conv2d``/``F.linear``)
+or ``"explicit"`` (``nn/conv_ops.py``: same values, with a backward written as ordinary
+convolutions so that the gradient penalty's second derivative avoids PyTorch's generic
+convolution double backward). :func:`set_conv_impl` switches a whole network.
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ import warnings
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from progan.nn import conv_ops
+from progan.nn.sampling import box_downsample2x, upsample_nearest2x
 
 LEAKY_RELU_SLOPE = 0.2
 HE_GAIN = math.sqrt(2.0)
@@ -43,7 +52,9 @@ class EqualizedConv2d(nn.Module):
 
     Input (N, in_channels, H, W) -> output (N, out_channels, H, W), any float dtype.
     ``equalized=False`` gives a conventionally initialised convolution (He-scaled weights, no
-    run-time scaling), for the paper's ablation (Table 1, rows without (f)).
+    run-time scaling), for the paper's ablation (Table 1, rows without (f)). He's constant
+    multiplies the weight (O*C*k*k values) before the convolution, not the output.
+    ``impl``: ``"native"`` or ``"explicit"`` (see the module docstring).
     """
 
     def __init__(
@@ -53,6 +64,7 @@ class EqualizedConv2d(nn.Module):
         kernel_size: int,
         gain: float = HE_GAIN,
         equalized: bool = True,
+        impl: str = "native",
     ) -> None:
         super().__init__()
         fan_in = in_channels * kernel_size * kernel_size
@@ -61,9 +73,12 @@ class EqualizedConv2d(nn.Module):
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.scale = _he_scale(self.weight, he_std, equalized)
+        self.impl = conv_ops.check_conv_impl(impl)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight * self.scale if self.scale != 1.0 else self.weight
+        if self.impl == "explicit":
+            return conv_ops.conv2d(x, weight, self.bias, padding=self.padding)
         return F.conv2d(x, weight.to(x.dtype), self.bias.to(x.dtype), padding=self.padding)
 
     def extra_repr(self) -> str:
@@ -75,6 +90,7 @@ class EqualizedLinear(nn.Module):
     """Dense layer with the equalized learning rate: (N, in_features) -> (N, out_features).
 
     ``bias=False`` leaves the bias out (G's first layer adds one per feature map itself).
+    ``impl``: ``"native"`` (``F.linear``) or ``"explicit"`` (``conv_ops.linear``).
     """
 
     def __init__(
@@ -84,16 +100,20 @@ class EqualizedLinear(nn.Module):
         gain: float = HE_GAIN,
         equalized: bool = True,
         bias: bool = True,
+        impl: str = "native",
     ) -> None:
         super().__init__()
         he_std = gain / math.sqrt(in_features)
         self.weight = nn.Parameter(torch.randn(out_features, in_features))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self.scale = _he_scale(self.weight, he_std, equalized)
+        self.impl = conv_ops.check_conv_impl(impl)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight * self.scale if self.scale != 1.0 else self.weight
         bias = self.bias.to(x.dtype) if self.bias is not None else None
+        if self.impl == "explicit" and x.ndim == 2:
+            return conv_ops.linear(x, weight, self.bias)
         return F.linear(x, weight.to(x.dtype), bias)
 
     def extra_repr(self) -> str:
@@ -244,14 +264,24 @@ def effective_group_size(batch: int, group_size: int) -> int:
 
 
 def upsample2x(x: torch.Tensor) -> torch.Tensor:
-    """Nearest-neighbour 2x upsampling: (N, C, H, W) -> (N, C, 2H, 2W)."""
-    n, c, h, w = x.shape
-    return x[:, :, :, None, :, None].expand(n, c, h, 2, w, 2).reshape(n, c, 2 * h, 2 * w)
+    """Nearest-neighbour 2x upsampling: (N, C, H, W) -> (N, C, 2H, 2W), memory format kept."""
+    return upsample_nearest2x(x)
 
 
 def downsample2x(x: torch.Tensor) -> torch.Tensor:
-    """2x2 average pooling: (N, C, H, W) -> (N, C, H/2, W/2)."""
-    return F.avg_pool2d(x, kernel_size=2)
+    """2x2 average pooling: (N, C, H, W) -> (N, C, H/2, W/2), memory format kept; the backward
+    is a broadcast (``nn/sampling.py``)."""
+    return box_downsample2x(x)
+
+
+def set_conv_impl(module: nn.Module, impl: str) -> nn.Module:
+    """Set ``impl`` ("native" or "explicit") on every EqualizedConv2d/EqualizedLinear inside
+    ``module`` (weights untouched); returns ``module``."""
+    conv_ops.check_conv_impl(impl)
+    for m in module.modules():
+        if isinstance(m, (EqualizedConv2d, EqualizedLinear)):
+            m.impl = impl
+    return module
 
 
 def leaky_relu(x: torch.Tensor) -> torch.Tensor:

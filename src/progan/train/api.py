@@ -18,8 +18,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from progan.config import TrainConfig, from_dict, load_config, preset, save_config, to_dict
+from progan.config import TrainConfig, from_dict, load_config, save_config, to_dict
 from progan.errors import ConfigError
+from progan.presets import preset
 from progan.train import checkpoint as ckpt
 from progan.train.distributed import DEFAULT_TIMEOUT_S, Dist, on_main_shared, run_as_rank
 from progan.train.run_dir import RunLock, new_run_dir
