@@ -146,3 +146,40 @@ def test_csv_and_plot_from_points(tmp_path):
     assert rows[2][:2] == ["growing", "0.500"]
     png = plot_convergence(points, tmp_path / "c.png")
     assert Image.open(png).size == (800, 500)
+
+
+def test_merge_combines_arms_run_separately(tmp_path):
+    import json
+
+    from progan.errors import ProganError
+    from progan.experiments.convergence import merge_convergence
+
+    def arm_folder(arm: str, swd: float):
+        folder = tmp_path / arm
+        run = folder / arm / "00000-run"
+        run.mkdir(parents=True)
+        lines = [
+            {"seconds": 30.0 * i, "images_per_sec": 100.0 + i, "resolution": 8} for i in (1, 2)
+        ]
+        (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+        point = {"arm": arm, "seconds": 60.0, "kimg": 3.0, "resolution": 16, "alpha": 1.0,
+                 "swd": {"16": swd, "8": swd / 2, "avg": swd * 0.75}}  # fmt: skip
+        (folder / "convergence.json").write_text(
+            json.dumps({"runs": {arm: str(run)}, "points": [point]})
+        )
+        return folder
+
+    a, b = arm_folder("growing", 10.0), arm_folder("no-growing", 20.0)
+    out = merge_convergence([a, b], tmp_path / "both")
+    rows = (tmp_path / "both" / "convergence.csv").read_text().splitlines()
+    assert rows[0] == "arm,minutes,kimg,resolution,alpha,swd_16,swd_8,swd_avg"
+    assert rows[1:] == [
+        "growing,1.000,3.000,16,1.000,10.000,5.000,7.500",
+        "no-growing,1.000,3.000,16,1.000,20.000,10.000,15.000",
+    ]
+    assert out["convergence_png"].stat().st_size > 0 and set(out["runs"]) == {
+        "growing",
+        "no-growing",
+    }
+    with pytest.raises(ProganError, match="already in"):
+        merge_convergence([a, a], tmp_path / "twice")

@@ -94,7 +94,26 @@ def add_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
         help="which arms to run, comma-separated [growing,no-growing]",
     )
     c.set_defaults(func=_run_convergence)
+
+    m = sub.add_parser(
+        "convergence-merge",
+        help="combine convergence arms run separately into one CSV and plot",
+        description="Combine the convergence.json of arms run separately (--arms growing in "
+        "one folder, --arms no-growing in another) into OUTDIR/convergence.csv, "
+        "convergence.png and throughput.png.",
+    )
+    m.add_argument("folders", nargs="+", help="folders written by `experiment convergence`")
+    m.add_argument("--outdir", required=True, help="where the combined files go")
+    m.set_defaults(func=_run_convergence_merge)
     return exp
+
+
+def _run_convergence_merge(args: argparse.Namespace) -> int:
+    from progan.experiments.convergence import merge_convergence
+
+    out = merge_convergence(args.folders, args.outdir)
+    print(f"Wrote {out['convergence_png']}, {out['throughput_png']} and {out['csv']}")
+    return 0
 
 
 def base_config(args: argparse.Namespace, outdir: str) -> TrainConfig:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import csv
 import io
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ __all__ = [
     "ConvergencePoint",
     "arm_config",
     "full_resolution_source",
+    "merge_convergence",
     "plot_convergence",
     "plot_throughput",
     "run_convergence",
@@ -334,4 +336,33 @@ def run_convergence(
         "csv": csv_path,
         "convergence_png": conv,
         "throughput_png": thr,
+    }
+
+
+def merge_convergence(folders: Sequence[str | Path], outdir: str | Path) -> dict[str, Any]:
+    """Combine arms run separately (``--arms growing`` in one folder, ``--arms no-growing`` in
+    another, e.g. on two machines or as two processes) into one CSV and one pair of plots in
+    ``outdir``; each folder holds the ``convergence.json`` of its run. An arm found twice is
+    an error."""
+    points: list[ConvergencePoint] = []
+    runs: dict[str, Path] = {}
+    for folder in folders:
+        path = Path(folder) / "convergence.json"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ProganError(f"{path}: cannot read the convergence results: {exc}") from exc
+        for arm, run in data["runs"].items():
+            if arm in runs:
+                raise ProganError(f"{path}: arm {arm!r} is already in {runs[arm]}")
+            runs[arm] = Path(run)
+        points += [ConvergencePoint(**p) for p in data["points"]]
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    return {
+        "points": points,
+        "runs": runs,
+        "csv": write_csv(points, outdir / "convergence.csv"),
+        "convergence_png": plot_convergence(points, outdir / "convergence.png"),
+        "throughput_png": plot_throughput(runs, outdir / "throughput.png"),
     }
