@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from progan.config import TrainConfig, from_dict, load_config, save_config, to_dict
 from progan.errors import ConfigError
-from progan.presets import preset
+from progan.presets import default_mirror, preset
 from progan.train import checkpoint as ckpt
 from progan.train.distributed import DEFAULT_TIMEOUT_S, Dist, on_main_shared, run_as_rank
 from progan.train.run_dir import RunLock, new_run_dir
@@ -38,7 +38,12 @@ def configure(
     """A validated :class:`TrainConfig` for a dataset: network shape from the dataset
     (resolution, channels, classes) and a preset; ``overrides`` set top-level fields
     (``kimg`` sets ``schedule.total_kimg``, ``loss`` the loss name, ``growing``
-    ``schedule.growing``)."""
+    ``schedule.growing``).
+
+    ``mirror`` defaults, as in the official configs, from the dataset's ``source_kind``
+    (:func:`progan.presets.default_mirror`: on for CelebA, CelebA-HQ and LSUN) and
+    ``mirror_from`` records ``"dataset:KIND"``; an explicit ``mirror=`` wins and records
+    ``"option"``."""
     from progan.data.dataset import ImageDataset
 
     ds = ImageDataset(data)
@@ -52,6 +57,11 @@ def configure(
         raise ConfigError(f"--cond needs a labelled dataset; {data} has no labels")
     cfg = preset(preset_name, res, ds.channels, ds.num_classes if conditional else 0)
     cfg.data, cfg.outdir = str(data), str(outdir)
+    if "mirror" in overrides:
+        overrides.setdefault("mirror_from", "option")
+    else:
+        kind = ds.source_kind
+        cfg.mirror, cfg.mirror_from = default_mirror(kind), f"dataset:{kind or 'unknown'}"
     kimg = overrides.pop("kimg", None)
     if kimg is not None:
         cfg.schedule.total_kimg = float(kimg)
