@@ -71,3 +71,10 @@ def test_official_v2_takes_the_table_for_the_number_of_gpus(tmp_path, capsys, mo
         capsys, "--data", data, "--preset", "official-v2", "--batch", "6", "--lr", "1e-3"
     )
     assert cfg["schedule"]["minibatch_default"] == 6
+
+
+def test_fid_preprocess_option(tmp_path, capsys):
+    data = str(_dataset(tmp_path / "d", "celeba"))
+    assert _dry_run(capsys, "--data", data)["fid_preprocess"] == "tf"
+    cfg = _dry_run(capsys, "--data", data, "--fid-preprocess", "pytorch-fid")
+    assert cfg["fid_preprocess"] == "pytorch-fid"

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from progan.cli_options import add_device, add_seed
+from progan.cli_options import add_device, add_fid_preprocess, add_seed
 from progan.config import CONV_IMPLS, LOSSES, PRESETS, TrainConfig, to_dict
 from progan.errors import ProganError
 from progan.presets import preset
@@ -83,6 +83,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="comma-separated metrics evaluated at every snapshot, e.g. swd,fid; the first "
         "one picks the best snapshot (best.json)",
     )
+    add_fid_preprocess(p, default=None)
     p.add_argument(
         "--metrics-num",
         type=int,
@@ -152,6 +153,7 @@ def _run_train(args: argparse.Namespace) -> int:
         ("snapshot_ticks", "snapshot_ticks"),
         ("metrics_num", "metrics_num"),
         ("d_steps", "d_steps"),
+        ("fid_preprocess", "fid_preprocess"),
     ):
         if getattr(args, flag) is not None:
             overrides[key] = getattr(args, flag)
