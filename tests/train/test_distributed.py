@@ -212,6 +212,15 @@ def test_only_rank_zero_writes_files(straight, two_ranks):
     assert not (run / "run.lock").exists()
 
 
+def test_run_json_records_the_two_ranks(two_ranks):
+    _, run = two_ranks
+    (session,) = json.loads((run / "run.json").read_text())["sessions"]
+    assert session["world_size"] == 2 and session["resumed_from"] is None
+    assert [d["rank"] for d in session["devices"]] == [0, 1]
+    assert all(d["device"].startswith("cpu") for d in session["devices"])
+    assert session["hostname"] == session["devices"][0]["host"]
+
+
 def test_two_rank_run_resumes_in_one_process(straight, two_ranks, tmp_path):
     _, run = two_ranks
     copy = tmp_path / run.name
@@ -231,6 +240,10 @@ def test_one_process_run_resumes_with_two_ranks_under_torchrun(shapes8, straight
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("Run folder:") == 1  # printed by rank 0 only
+    one_process, two_ranks = json.loads((first / "run.json").read_text())["sessions"]
+    assert (one_process["world_size"], two_ranks["world_size"]) == (1, 2)
+    assert two_ranks["resumed_from"].endswith("state-000000.192.pt")
+    assert two_ranks["command"][1:3] == ["train", "--resume"]
     assert_same_state(state_at(straight, 0.384), state_at(first, 0.384), TOL)
     assert [x["kimg"] for x in log(first)] == [x["kimg"] for x in log(straight)]
     # The SWD of the snapshots after 0.192 kimg, evaluated by the 2 ranks together, is one

@@ -1,8 +1,9 @@
 """The Python API of training: ``configure`` a run for a dataset, ``train`` it.
 
 ``train`` creates (or, on resume, locks and reads) the run folder, builds the
-:class:`~progan.train.trainer.Trainer`, loads the checkpoint when resuming and runs the
-session (:mod:`progan.train.run_loop`). Launched by torchrun it is one rank of a data-parallel
+:class:`~progan.train.trainer.Trainer`, loads the checkpoint when resuming, appends the
+session to ``run.json`` (:mod:`progan.train.provenance`) and runs the session
+(:mod:`progan.train.run_loop`). Launched by torchrun it is one rank of a data-parallel
 job (:mod:`progan.train.distributed`): only rank 0 touches the run folder and shares the
 config and training state with the others.
 
@@ -22,6 +23,7 @@ from progan.config import TrainConfig, from_dict, load_config, save_config, to_d
 from progan.errors import ConfigError
 from progan.presets import default_mirror, preset
 from progan.train import checkpoint as ckpt
+from progan.train import provenance
 from progan.train.distributed import DEFAULT_TIMEOUT_S, Dist, on_main_shared, run_as_rank
 from progan.train.run_dir import RunLock, new_run_dir
 from progan.train.trainer import Trainer
@@ -119,6 +121,7 @@ def _train(
     max_seconds: float | None,
 ) -> Path:
     main = ctx is None or ctx.is_main
+    started = provenance.utc_now()
     resume = Path(resume) if resume is not None else None
     with contextlib.ExitStack() as stack:
 
@@ -146,6 +149,7 @@ def _train(
         run_dir = Path(run_dir_str)
         cfg = from_dict(TrainConfig, cfg_dict)
         trainer = Trainer(cfg, run_dir, progress=progress, dist=ctx)
+        source = None
         if resume is not None:
 
             def load() -> tuple[dict[str, Any], str]:
@@ -159,6 +163,7 @@ def _train(
             del state
             if progress and main:
                 tqdm.write(f"Resuming {run_dir} at {trainer.images / 1000:.3f} kimg from {source}")
+        provenance.record_session(run_dir, ctx, trainer.device, started, resumed_from=source)
         trainer.run(max_ticks=max_ticks, max_seconds=max_seconds)
         if trainer.stop_requested and main:
             tqdm.write(f"Stopped; checkpoint written. Resume with: progan train --resume {run_dir}")
