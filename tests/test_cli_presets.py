@@ -1,4 +1,5 @@
-"""`progan train --dry-run`: presets, --gpus tables, --gp-target and the mirror default."""
+"""`progan train --dry-run`: presets, --gpus tables, --gp-target and the mirror default (also
+of the Python API, ``progan.train.api.configure``)."""
 
 import json
 
@@ -7,6 +8,7 @@ import pytest
 
 from progan.cli import main
 from progan.data.dataset import DatasetWriter
+from progan.train.api import configure
 
 
 def _dataset(path, kind, resolution=32):
@@ -31,6 +33,16 @@ def test_mirror_defaults_from_the_dataset_and_the_option_wins(tmp_path, capsys, 
     for flag, want in (("--mirror", True), ("--no-mirror", False)):
         cfg = _dry_run(capsys, "--data", data, flag)
         assert cfg["mirror"] is want and cfg["mirror_from"] == "option"
+
+
+@pytest.mark.parametrize("kind, mirror", [("celeba", True), ("mnist", False), (None, False)])
+def test_configure_defaults_mirror_from_the_dataset_as_the_cli(tmp_path, kind, mirror):
+    data = _dataset(tmp_path / "d", kind)
+    cfg = configure(data, tmp_path)
+    assert cfg.mirror is mirror and cfg.mirror_from == f"dataset:{kind or 'unknown'}"
+    for explicit in (True, False):
+        cfg = configure(data, tmp_path, mirror=explicit)
+        assert cfg.mirror is explicit and cfg.mirror_from == "option"
 
 
 def test_paper_cifar10_and_gp_target(tmp_path, capsys):
@@ -59,3 +71,10 @@ def test_official_v2_takes_the_table_for_the_number_of_gpus(tmp_path, capsys, mo
         capsys, "--data", data, "--preset", "official-v2", "--batch", "6", "--lr", "1e-3"
     )
     assert cfg["schedule"]["minibatch_default"] == 6
+
+
+def test_fid_preprocess_option(tmp_path, capsys):
+    data = str(_dataset(tmp_path / "d", "celeba"))
+    assert _dry_run(capsys, "--data", data)["fid_preprocess"] == "tf"
+    cfg = _dry_run(capsys, "--data", data, "--fid-preprocess", "pytorch-fid")
+    assert cfg["fid_preprocess"] == "pytorch-fid"

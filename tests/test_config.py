@@ -170,3 +170,16 @@ def test_narrow_presets_keep_at_least_one_feature_map_at_1024():
     net = preset("tiny", 1024).network
     widths = [net.num_features(d) for d in range(net.max_depth + 1)]
     assert widths == [32, 32, 32, 16, 8, 4, 2, 1, 1]
+
+
+def test_fid_preprocess_is_validated_and_old_configs_load_with_tf(tmp_path):
+    data = to_dict(preset("tiny", resolution=16))
+    del data["fid_preprocess"]  # a config.json written before the option existed
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    assert load_config(tmp_path / "old.json").fid_preprocess == "tf"
+    cfg = preset("tiny", resolution=16)
+    cfg.fid_preprocess = "pytorch-fid"
+    cfg.validate()
+    cfg.fid_preprocess = "torch"
+    with pytest.raises(ConfigError, match="fid_preprocess"):
+        cfg.validate()

@@ -15,10 +15,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from progan.cli_options import add_device, add_seed
+from progan.cli_options import add_device, add_fid_preprocess, add_seed
 from progan.config import CONV_IMPLS, LOSSES, PRESETS, TrainConfig, to_dict
 from progan.errors import ProganError
-from progan.presets import default_mirror, preset
+from progan.presets import preset
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -83,6 +83,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="comma-separated metrics evaluated at every snapshot, e.g. swd,fid; the first "
         "one picks the best snapshot (best.json)",
     )
+    add_fid_preprocess(p, default=None)
     p.add_argument(
         "--metrics-num",
         type=int,
@@ -142,7 +143,7 @@ def _run_train(args: argparse.Namespace) -> int:
         raise ProganError("--data is required (or --resume RUN)")
     overrides: dict = {"seed": args.seed, "device": args.device}
     if args.mirror is not None:
-        overrides.update(mirror=args.mirror, mirror_from="option")
+        overrides["mirror"] = args.mirror
     for flag, key in (
         ("kimg", "kimg"),
         ("loss", "loss"),
@@ -152,6 +153,7 @@ def _run_train(args: argparse.Namespace) -> int:
         ("snapshot_ticks", "snapshot_ticks"),
         ("metrics_num", "metrics_num"),
         ("d_steps", "d_steps"),
+        ("fid_preprocess", "fid_preprocess"),
     ):
         if getattr(args, flag) is not None:
             overrides[key] = getattr(args, flag)
@@ -159,12 +161,8 @@ def _run_train(args: argparse.Namespace) -> int:
         overrides["growing"] = False
     if args.metrics:
         overrides["metrics"] = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    # mirror: configure() defaults it from the dataset's source kind (official configs)
     cfg = configure(args.data, args.outdir, args.preset, args.resolution, args.cond, **overrides)
-    if args.mirror is None:
-        from progan.data.dataset import ImageDataset
-
-        kind = ImageDataset(args.data).source_kind
-        cfg.mirror, cfg.mirror_from = default_mirror(kind), f"dataset:{kind or 'unknown'}"
     if args.preset == "official-v2" and (args.batch is None or args.lr is None):
         world = args.gpus if args.gpus > 1 else env_world_size()
         _use_official_v2_table(cfg, world)

@@ -43,3 +43,17 @@ def add_inception(
 ) -> None:
     """``--inception``: the path of the Inception weights (found or downloaded when absent)."""
     p.add_argument("--inception", default=None, help=help)
+
+
+def add_fid_preprocess(p: argparse.ArgumentParser, default: str | None = "tf") -> None:
+    """``--fid-preprocess tf|pytorch-fid``: the FID/IS Inception's input convention."""
+    from progan.config import FID_PREPROCESS
+
+    p.add_argument(
+        "--fid-preprocess",
+        choices=list(FID_PREPROCESS),
+        default=default,
+        help="FID/IS Inception input convention: tf = the TensorFlow graph's resize and "
+        "scaling, comparable with the paper, TTUR, NVIDIA and torch-fidelity; pytorch-fid = "
+        "pytorch-fid's [tf]",
+    )

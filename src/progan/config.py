@@ -22,6 +22,9 @@ LOSSES = ("wgan-gp", "lsgan", "logistic")
 PRESETS = ("paper", "official-v2", "paper-cifar10", "small", "cpu", "tiny")
 
 CONV_IMPLS = ("native", "explicit")  # NetworkConfig.conv_impl (progan.nn.conv_ops)
+# The FID/IS Inception's input conventions (progan.metrics.inception_net): "tf" = the TensorFlow
+# graph's resize and scaling (the paper's, NVIDIA's, torch-fidelity's), "pytorch-fid".
+FID_PREPROCESS = ("tf", "pytorch-fid")
 
 
 @dataclass
@@ -196,6 +199,9 @@ class TrainConfig:
     amp: str = "none"  # "none" | "bf16": autocast for the networks on CUDA
     channels_last: bool = False  # NHWC memory format on CUDA
     deterministic: bool = False  # deterministic algorithms (for exact-resume checks)
+    # FID and IS at snapshots: the Inception's input convention (FID_PREPROCESS); "tf" gives
+    # numbers comparable with the paper's (configs written before this option load with it)
+    fid_preprocess: str = "tf"
 
     def validate(self) -> None:
         self.network.validate()
@@ -211,6 +217,11 @@ class TrainConfig:
             raise ConfigError(f"amp must be 'none' or 'bf16', got {self.amp!r}")
         if self.d_steps < 1:
             raise ConfigError(f"d_steps must be >= 1, got {self.d_steps}")
+        if self.fid_preprocess not in FID_PREPROCESS:
+            raise ConfigError(
+                f"fid_preprocess must be one of {', '.join(FID_PREPROCESS)}, "
+                f"got {self.fid_preprocess!r}"
+            )
         if not 0.0 <= self.ema_beta < 1.0:
             raise ConfigError(f"ema_beta must be in [0, 1), got {self.ema_beta}")
         if self.tick_kimg <= 0 or self.snapshot_ticks < 1 or self.keep_checkpoints < 1:

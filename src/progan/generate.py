@@ -80,6 +80,18 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return (images.float() * 127.5 + 128.0).clamp(0, 255).to(torch.uint8)
 
 
+def upscale_nearest(images: torch.Tensor, resolution: int) -> torch.Tensor:
+    """NCHW images (any dtype) enlarged by nearest neighbour, each pixel repeated, to
+    ``resolution``; unchanged when they are that size already. This is how the official code
+    evaluates a generator before it is fully grown (its output is upscaled to the full size)."""
+    factor = resolution // images.shape[-1]
+    if factor * images.shape[-1] != resolution:
+        raise ValueError(f"cannot upscale {images.shape[-1]}px images to {resolution}px")
+    if factor == 1:
+        return images
+    return images.repeat_interleave(factor, dim=2).repeat_interleave(factor, dim=3)
+
+
 @torch.no_grad()
 def generate_images(
     G: Generator,

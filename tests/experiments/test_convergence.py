@@ -6,22 +6,18 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from progan.cli import main
-from progan.config import NetworkConfig
 from progan.data.create import make_synthetic_dataset
 from progan.experiments.convergence import (
     CONVERGENCE_FIGSIZE,
     THROUGHPUT_FIGSIZE,
     ConvergencePoint,
     arm_config,
-    full_resolution_source,
     plot_convergence,
     write_csv,
 )
-from progan.nn import Generator
 from progan.tools.plot import DPI
 
 SECONDS_PER_ARM = 3.0
@@ -120,19 +116,6 @@ def test_arms_share_everything_but_growing(tmp_path):
     assert g.schedule.stabilize_kimg == g.schedule.fade_kimg == 0.5
     with pytest.raises(ValueError):
         arm_config(base, "sideways", 0.5)
-
-
-def test_low_resolution_output_is_upscaled_by_nearest_neighbour():
-    G = Generator(
-        NetworkConfig(resolution=16, channels=3, latent_size=8, fmap_base=64, fmap_max=8)
-    ).eval()
-    G.default_depth = 0  # a 4x4 generator
-    source = full_resolution_source(G, 16, "cpu")
-    (batch,) = list(source.batches(3, 8))
-    assert batch.shape == (3, 3, 16, 16) and batch.dtype == torch.uint8
-    torch.testing.assert_close(
-        batch, batch[:, :, ::4, ::4].repeat_interleave(4, 2).repeat_interleave(4, 3)
-    )
 
 
 def test_csv_and_plot_from_points(tmp_path):

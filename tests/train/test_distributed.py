@@ -46,7 +46,8 @@ def tiny_config(data, outdir, **kw):
     start of the 8x8 fade-in (a new set of active parameters and an Adam reset)."""
     kw.setdefault("data_cache", "cpu")
     kw.setdefault("num_workers", 0)
-    # SWD from 8x8 on (0.2 kimg): 160 images = 3 metric batches of 64, 2 on rank 0, 1 on rank 1
+    # SWD at every snapshot (at 8x8; the 4x4 phase upscaled): 160 images = 3 metric batches
+    # of 64, 2 on rank 0, 1 on rank 1
     kw.setdefault("metrics", ["swd"])
     kw.setdefault("metrics_num", 160)
     cfg = configure(data, outdir, "tiny", mirror=True, device="cpu", deterministic=True, **kw)
@@ -211,6 +212,15 @@ def test_only_rank_zero_writes_files(straight, two_ranks):
     assert not (run / "run.lock").exists()
 
 
+def test_run_json_records_the_two_ranks(two_ranks):
+    _, run = two_ranks
+    (session,) = json.loads((run / "run.json").read_text())["sessions"]
+    assert session["world_size"] == 2 and session["resumed_from"] is None
+    assert [d["rank"] for d in session["devices"]] == [0, 1]
+    assert all(d["device"].startswith("cpu") for d in session["devices"])
+    assert session["hostname"] == session["devices"][0]["host"]
+
+
 def test_two_rank_run_resumes_in_one_process(straight, two_ranks, tmp_path):
     _, run = two_ranks
     copy = tmp_path / run.name
@@ -230,12 +240,17 @@ def test_one_process_run_resumes_with_two_ranks_under_torchrun(shapes8, straight
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("Run folder:") == 1  # printed by rank 0 only
+    one_process, two_ranks = json.loads((first / "run.json").read_text())["sessions"]
+    assert (one_process["world_size"], two_ranks["world_size"]) == (1, 2)
+    assert two_ranks["resumed_from"].endswith("state-000000.192.pt")
+    assert two_ranks["command"][1:3] == ["train", "--resume"]
     assert_same_state(state_at(straight, 0.384), state_at(first, 0.384), TOL)
     assert [x["kimg"] for x in log(first)] == [x["kimg"] for x in log(straight)]
-    # The SWD of the 8x8 snapshots, evaluated by the 2 ranks together, is one process's.
+    # The SWD of the snapshots after 0.192 kimg, evaluated by the 2 ranks together, is one
+    # process's (every snapshot has it, the 4x4 ones upscaled to 8x8).
     one = {x["kimg"]: x for x in log(straight) if "metric/swd/avg" in x}
     two = {x["kimg"]: x for x in log(first) if "metric/swd/avg" in x}
-    assert sorted(two) == sorted(one) == [0.256, 0.32, 0.384]
+    assert sorted(two) == sorted(one) == [0.064, 0.128, 0.192, 0.256, 0.32, 0.384]
     for kimg, record in one.items():
         assert two[kimg]["metric/swd/8"] == pytest.approx(record["metric/swd/8"], rel=1e-3)
 

@@ -31,8 +31,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from progan.config import TrainConfig
 from progan.errors import ProganError
 from progan.fileio import atomic_write_bytes, atomic_write_json
@@ -43,7 +41,6 @@ __all__ = [
     "THROUGHPUT_FIGSIZE",
     "ConvergencePoint",
     "arm_config",
-    "full_resolution_source",
     "merge_convergence",
     "plot_convergence",
     "plot_throughput",
@@ -97,39 +94,17 @@ def arm_config(
     return cfg
 
 
-def full_resolution_source(G: Any, resolution: int, device: torch.device | str):
-    """A metrics source of ``G``'s images (its default depth and fade) upscaled by nearest
-    neighbour to ``resolution``: uint8 (n, C, resolution, resolution) per batch of seeds."""
-    from progan.generate import latents_for_seeds, to_uint8
-    from progan.metrics.sources import CallableSource
-
-    label_size = int(getattr(G, "label_size", 0) or 0)
-
-    @torch.no_grad()
-    def fn(seeds: list[int]) -> torch.Tensor:
-        z = latents_for_seeds(seeds, G.latent_size).to(device)
-        labels = None
-        if label_size:
-            labels = torch.tensor([s % label_size for s in seeds], device=device)
-        images = G(z, labels)
-        factor = resolution // images.shape[-1]
-        if factor > 1:
-            images = images.repeat_interleave(factor, dim=2).repeat_interleave(factor, dim=3)
-        return to_uint8(images).cpu()
-
-    return CallableSource(fn, resolution, int(G.channels), name="generator-upscaled")
-
-
 def _evaluate_snapshot(
     path: Path, arm: str, seconds: float, data: str, num: int | None, device, seed: int
 ) -> ConvergencePoint:
     from progan.generate import load_generator
     from progan.metrics.api import evaluate
+    from progan.metrics.sources import GeneratorSource
     from progan.train.checkpoint import load_generator_snapshot
 
     snap = load_generator_snapshot(path)
     G = load_generator(path, device)
-    source = full_resolution_source(G, G.resolution, device)
+    source = GeneratorSource(G, device=device)  # upscaled to G.resolution before growing
     result = evaluate(["swd"], source, data, num=num, device=device, seed=seed)
     return ConvergencePoint(
         arm=arm,

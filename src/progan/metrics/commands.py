@@ -6,6 +6,10 @@ progan metrics --data A --against B --metrics swd,fid
 Under ``torchrun --nproc_per_node=N -m progan metrics ...`` the N processes share the work
 (each evaluates a block of the images on its own GPU; see ``progan.metrics.parallel``) and
 rank 0 prints and writes the results.
+
+A snapshot taken before the network was fully grown is evaluated at the full resolution, its
+images upscaled by nearest neighbour (as the official code does); the output says so and the
+JSON has ``"upscaled_from": R``.
 """
 
 from __future__ import annotations
@@ -13,7 +17,14 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from progan.cli_options import add_device, add_inception, add_json, add_quiet, add_seed
+from progan.cli_options import (
+    add_device,
+    add_fid_preprocess,
+    add_inception,
+    add_json,
+    add_quiet,
+    add_seed,
+)
 from progan.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -51,20 +62,16 @@ def add_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
         "FID Inception weights: pytorch-fid's pt_inception-2015-12-05-6726825d.pth or "
         "NVIDIA's default_1.pt (FID only) [looked up, see README]",
     )
-    p.add_argument(
-        "--fid-preprocess",
-        choices=["tf", "pytorch-fid"],
-        default="tf",
-        help="Inception input convention: tf = the TensorFlow graph's resize and scaling, "
-        "comparable with the paper, TTUR, NVIDIA and torch-fidelity; pytorch-fid = "
-        "pytorch-fid's [tf]",
-    )
+    add_fid_preprocess(p)
     p.add_argument("--cache-dir", help="folder for cached dataset statistics")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     p.add_argument("--fid-method", choices=["eigh", "sqrtm"], default="eigh")
     add_quiet(p)
     p.set_defaults(func=run)
     return p
+
+
+_NOT_IN_TABLE = ("fake", "real", "upscaled_from")  # reported beside the table
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -129,7 +136,16 @@ def _evaluate_and_report(args: argparse.Namespace, comm: Dist | None) -> int:
         return 0
     results["fake"] = fake.name
     results["real"] = real.name
-    print(format_table({k: v for k, v in results.items() if k not in ("fake", "real")}))
+    upscaled_from = getattr(fake, "upscaled_from", None)
+    if upscaled_from:
+        results["upscaled_from"] = upscaled_from
+    print(format_table({k: v for k, v in results.items() if k not in _NOT_IN_TABLE}))
+    if upscaled_from:
+        r = fake.resolution
+        print(
+            f"(the snapshot is not fully grown: its {upscaled_from}x{upscaled_from} images were "
+            f"upscaled by nearest neighbour to {r}x{r}, as the official code evaluates them)"
+        )
     if args.json:
         atomic_write_json(args.json, results)
     return 0

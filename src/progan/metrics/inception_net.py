@@ -28,9 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from progan.config import FID_PREPROCESS
+
 __all__ = ["PREPROCESS_MODES", "FIDInceptionV3", "tf1_resize_bilinear"]
 
-PREPROCESS_MODES = ("tf", "pytorch-fid")
+PREPROCESS_MODES = FID_PREPROCESS  # ("tf", "pytorch-fid"), also TrainConfig.fid_preprocess
 
 
 def _tf1_resize_matrix(size_in: int, size_out: int) -> torch.Tensor:

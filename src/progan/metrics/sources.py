@@ -183,7 +183,10 @@ class GeneratorSource(CallableSource):
     """Images of a generator (or a checkpoint / run folder path) at full resolution.
 
     Image ``i`` uses seed ``seed_offset + i``; a conditional generator gets label
-    ``seed % label_size`` (balanced classes).
+    ``seed % label_size`` (balanced classes). A generator loaded from a snapshot taken before
+    the network was fully grown (``default_depth`` below its ``max_depth``) makes smaller
+    images; they are upscaled by nearest neighbour to the full ``resolution``, as the official
+    code evaluates such snapshots, and ``upscaled_from`` is their size (None otherwise).
     """
 
     def __init__(
@@ -202,18 +205,23 @@ class GeneratorSource(CallableSource):
             generator = generate.load_generator(generator, device=device)
         self.generator = generator
         label_size = int(getattr(generator, "label_size", 0) or 0)
+        resolution = int(generator.resolution)
+        depth = getattr(generator, "default_depth", None)
+        native = 4 * 2 ** int(depth) if depth is not None else resolution
+        self.upscaled_from: int | None = native if native < resolution else None
 
         def fn(seeds: list[int]) -> Any:
             labels = None
             if label_size > 0:
                 labels = torch.tensor([s % label_size for s in seeds], dtype=torch.int64)
-            return generate.generate_images(
+            images = generate.generate_images(
                 generator, seeds, labels=labels, batch_size=gen_batch_size, device=device
             )
+            return generate.upscale_nearest(images, resolution)
 
         super().__init__(
             fn,
-            int(generator.resolution),
+            resolution,
             int(generator.channels),
             seed_offset=seed_offset,
             name=name,

@@ -1,8 +1,9 @@
 """The Python API of training: ``configure`` a run for a dataset, ``train`` it.
 
 ``train`` creates (or, on resume, locks and reads) the run folder, builds the
-:class:`~progan.train.trainer.Trainer`, loads the checkpoint when resuming and runs the
-session (:mod:`progan.train.run_loop`). Launched by torchrun it is one rank of a data-parallel
+:class:`~progan.train.trainer.Trainer`, loads the checkpoint when resuming, appends the
+session to ``run.json`` (:mod:`progan.train.provenance`) and runs the session
+(:mod:`progan.train.run_loop`). Launched by torchrun it is one rank of a data-parallel
 job (:mod:`progan.train.distributed`): only rank 0 touches the run folder and shares the
 config and training state with the others.
 
@@ -20,8 +21,9 @@ from tqdm import tqdm
 
 from progan.config import TrainConfig, from_dict, load_config, save_config, to_dict
 from progan.errors import ConfigError
-from progan.presets import preset
+from progan.presets import default_mirror, preset
 from progan.train import checkpoint as ckpt
+from progan.train import provenance
 from progan.train.distributed import DEFAULT_TIMEOUT_S, Dist, on_main_shared, run_as_rank
 from progan.train.run_dir import RunLock, new_run_dir
 from progan.train.trainer import Trainer
@@ -38,7 +40,12 @@ def configure(
     """A validated :class:`TrainConfig` for a dataset: network shape from the dataset
     (resolution, channels, classes) and a preset; ``overrides`` set top-level fields
     (``kimg`` sets ``schedule.total_kimg``, ``loss`` the loss name, ``growing``
-    ``schedule.growing``)."""
+    ``schedule.growing``).
+
+    ``mirror`` defaults, as in the official configs, from the dataset's ``source_kind``
+    (:func:`progan.presets.default_mirror`: on for CelebA, CelebA-HQ and LSUN) and
+    ``mirror_from`` records ``"dataset:KIND"``; an explicit ``mirror=`` wins and records
+    ``"option"``."""
     from progan.data.dataset import ImageDataset
 
     ds = ImageDataset(data)
@@ -52,6 +59,11 @@ def configure(
         raise ConfigError(f"--cond needs a labelled dataset; {data} has no labels")
     cfg = preset(preset_name, res, ds.channels, ds.num_classes if conditional else 0)
     cfg.data, cfg.outdir = str(data), str(outdir)
+    if "mirror" in overrides:
+        overrides.setdefault("mirror_from", "option")
+    else:
+        kind = ds.source_kind
+        cfg.mirror, cfg.mirror_from = default_mirror(kind), f"dataset:{kind or 'unknown'}"
     kimg = overrides.pop("kimg", None)
     if kimg is not None:
         cfg.schedule.total_kimg = float(kimg)
@@ -109,6 +121,7 @@ def _train(
     max_seconds: float | None,
 ) -> Path:
     main = ctx is None or ctx.is_main
+    started = provenance.utc_now()
     resume = Path(resume) if resume is not None else None
     with contextlib.ExitStack() as stack:
 
@@ -136,6 +149,7 @@ def _train(
         run_dir = Path(run_dir_str)
         cfg = from_dict(TrainConfig, cfg_dict)
         trainer = Trainer(cfg, run_dir, progress=progress, dist=ctx)
+        source = None
         if resume is not None:
 
             def load() -> tuple[dict[str, Any], str]:
@@ -149,6 +163,7 @@ def _train(
             del state
             if progress and main:
                 tqdm.write(f"Resuming {run_dir} at {trainer.images / 1000:.3f} kimg from {source}")
+        provenance.record_session(run_dir, ctx, trainer.device, started, resumed_from=source)
         trainer.run(max_ticks=max_ticks, max_seconds=max_seconds)
         if trainer.stop_requested and main:
             tqdm.write(f"Stopped; checkpoint written. Resume with: progan train --resume {run_dir}")

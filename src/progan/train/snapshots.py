@@ -5,8 +5,9 @@ this order and each atomically: the EMA generator's grid of the fixed latents
 (``fakes-KKKKKK.KKK.png``, also to TensorBoard), the generator snapshot (safetensors), the full
 training state and its manifest entry (:mod:`progan.train.checkpoint`). Then it evaluates the
 metrics named in ``TrainConfig.metrics`` on the EMA generator (``evaluate_metrics``; every
-rank its share when data-parallel) and records the best fully grown snapshot in
-``best.json``. Weights that are not finite are never written.
+rank its share when data-parallel; before the network is fully grown its images are
+upscaled to the full resolution, as the official code does) and records the best fully grown
+snapshot in ``best.json``. Weights that are not finite are never written.
 
 :class:`SnapshotMixin` is one part of :class:`progan.train.trainer.Trainer`, which owns the
 state it reads (annotated below) and its ``state_dict()``.
@@ -134,23 +135,26 @@ class SnapshotMixin:
     @torch.no_grad()
     def evaluate_metrics(self, st: PhaseState | None = None) -> dict[str, float]:
         """The configured metrics of the EMA generator at the current phase, or at ``st``
-        (its depth, fade and resolution; real images are box-downscaled to it), flattened:
-        ``metric/swd/16``, ``metric/swd/avg``, ``metric/fid``, ``metric/is/mean``,
-        ``metric/ms-ssim``, plus ``metric/seconds``. Metrics not defined at the phase's
-        resolution (SWD below 8x8, MS-SSIM below 16x16) are left out. Data-parallel, every
-        rank calls this: each generates and measures its share of the images
-        (``progan.metrics.parallel``) and all get the values, the same as one process
-        computes (up to float64 summation order)."""
-        from progan.generate import to_uint8
+        (its depth and fade), flattened: ``metric/swd/16``, ``metric/swd/avg``,
+        ``metric/fid``, ``metric/is/mean``, ``metric/ms-ssim``, plus ``metric/seconds``.
+
+        As in the official code, the images of a network not yet fully grown are upscaled by
+        nearest neighbour to the full resolution and measured there against the full-size
+        real images, so one run's values have the same SWD levels from start to end (metrics
+        not defined at the full resolution, e.g. MS-SSIM of a target below 16x16, are left
+        out). Data-parallel, every rank calls this: each generates and measures its share of
+        the images (``progan.metrics.parallel``) and all get the values, the same as one
+        process computes (up to float64 summation order)."""
+        from progan.generate import to_uint8, upscale_nearest
         from progan.metrics.api import evaluate
         from progan.metrics.registry import SPECS
         from progan.metrics.sources import CallableSource
 
         st = st if st is not None else self.schedule.at(self.images)
-        names = [n for n in self.metric_names if st.resolution >= SPECS[n].min_resolution]
-        if not names:  # e.g. SWD before 8x8 and MS-SSIM before 16x16: nothing to measure
-            return {}
         net = self.cfg.network
+        names = [n for n in self.metric_names if net.resolution >= SPECS[n].min_resolution]
+        if not names:  # e.g. MS-SSIM of an 8x8 model: nothing to measure
+            return {}
         latent_gen = torch.Generator(self.device)
 
         def fake_batch(seeds: list[int]) -> torch.Tensor:
@@ -159,9 +163,10 @@ class SnapshotMixin:
             labels = None
             if net.label_size:
                 labels = torch.tensor([s % net.label_size for s in seeds], device=self.device)
-            return to_uint8(self.G_ema(z, labels, st.depth, st.alpha))
+            images = to_uint8(self.G_ema(z, labels, st.depth, st.alpha))
+            return upscale_nearest(images, net.resolution)
 
-        source = CallableSource(fake_batch, st.resolution, net.channels, name="training")
+        source = CallableSource(fake_batch, net.resolution, net.channels, name="training")
         result = evaluate(
             names,
             source,
@@ -170,6 +175,7 @@ class SnapshotMixin:
             device=self.device,
             seed=self.cfg.seed,
             comm=self.dist,
+            fid_preprocess=self.cfg.fid_preprocess,
         )
         flat: dict[str, float] = {}
         for name in names:
@@ -182,7 +188,11 @@ class SnapshotMixin:
         return flat
 
     def _update_best(self, values: dict[str, float], kimg: float, st: PhaseState) -> None:
-        """Record the best fully grown snapshot by the first metric in ``best.json``."""
+        """Record the best fully grown snapshot by the first metric in ``best.json``.
+
+        Snapshots of a network not yet fully grown are measured too (upscaled), but do not
+        compete: ``best.json`` names a snapshot of the final network, at full depth and fade,
+        so that ``--best`` always gives a generator of the full resolution."""
         name = self.metric_names[0]
         key = {"swd": "metric/swd/avg", "is": "metric/is/mean"}.get(name, f"metric/{name}")
         if st.resolution != self.cfg.network.resolution or st.alpha < 1.0 or key not in values:
