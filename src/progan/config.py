@@ -19,7 +19,7 @@ from progan.errors import ConfigError
 T = TypeVar("T")
 
 LOSSES = ("wgan-gp", "lsgan", "logistic")
-PRESETS = ("paper", "official-v2", "paper-cifar10", "small", "cpu", "tiny")
+PRESETS = ("paper", "official-v2", "paper-cifar10", "small", "cpu", "quickstart", "tiny")
 
 CONV_IMPLS = ("native", "explicit")  # NetworkConfig.conv_impl (progan.nn.conv_ops)
 # The FID/IS Inception's input conventions (progan.metrics.inception_net): "tf" = the TensorFlow

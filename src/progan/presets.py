@@ -85,6 +85,9 @@ def preset(
       most 128 feature maps (fmap_base 1024: 128 at 4x4 ... 16x16, 64 at 32x32), latent 128,
       minibatch 32, learning rate 0.002, 8 kimg phases, EMA half-life ramped up over the run
       (``ema_rampup`` 0.05); 2 kimg ticks, a snapshot every 5 ticks.
+    * ``quickstart``: README command 1, a 32x32 run of about 2-3 minutes on a 2-core CPU
+      (at most 64 feature maps, latent 64, minibatch 32, learning rate 0.003, 3 kimg phases,
+      6 kimg more at the target; EMA ramp-up 0.05).
     * ``tiny``: a few-minute CPU run for demos and tests (at most 32 feature maps, latent 32,
       2 kimg phases, minibatch 16).
 
@@ -143,6 +146,17 @@ def preset(
         sched.minibatch_default = 32
         sched.learning_rate_default = 0.002
         sched.total_kimg = 8.0 * (2 * levels - 1) + 40.0
+        cfg.tick_kimg = 2.0
+        cfg.snapshot_ticks = 5
+        cfg.num_workers = 0
+        cfg.ema_rampup = 0.05
+    elif name == "quickstart":
+        net.fmap_base, net.fmap_max, net.latent_size = 512, 64, 64
+        sched.stabilize_kimg = sched.fade_kimg = 3.0
+        sched.minibatch = {}
+        sched.minibatch_default = 32
+        sched.learning_rate_default = 0.003
+        sched.total_kimg = 3.0 * (2 * levels - 1) + 6.0
         cfg.tick_kimg = 2.0
         cfg.snapshot_ticks = 5
         cfg.num_workers = 0
