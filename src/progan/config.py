@@ -195,6 +195,9 @@ class TrainConfig:
     tf32: bool = True  # TF32 matmuls/convolutions on CUDA (no effect on CPU)
     amp: str = "none"  # "none" | "bf16": autocast for the networks on CUDA
     channels_last: bool = False  # NHWC memory format on CUDA
+    # torch.compile of G's forward and of D's forward in the G step (never the penalty's D
+    # call, which needs the double backward); eager with a warning where compiling fails.
+    compile: bool = False
     deterministic: bool = False  # deterministic algorithms (for exact-resume checks)
 
     def validate(self) -> None:

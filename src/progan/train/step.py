@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from progan.config import TrainConfig
-from progan.losses import discriminator_loss, generator_loss
+from progan.losses import discriminator_loss, generator_loss, gp_due
 from progan.nn import Discriminator, Generator
 from progan.nn.resample import real_images_for_phase
 from progan.schedule import PhaseState
@@ -72,6 +72,7 @@ class StepMixin:
     reducers: tuple[GradientReducer, GradientReducer] | None  # (D, G); data-parallel only
     _synced_buffers: list[torch.Tensor]  # broadcast from rank 0 after every step
     images: int  # real images shown so far (for the EMA warm-up)
+    d_steps_done: int  # D steps of the whole run so far (the lazy penalty's clock)
     _shard_rows: Callable[[int], torch.Tensor]  # this rank's rows of a global batch
 
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -107,6 +108,7 @@ class StepMixin:
             return D(x, depth, alpha)
 
         for _ in range(cfg.d_steps):
+            apply_gp = gp_due(cfg.loss, self.d_steps_done)  # always True with gp_every = 1
             reals_u8, labels = self.stream.next(batch)
             reals = real_images_for_phase(reals_u8, st.resolution, alpha)
             if cfg.channels_last and self.device.type == "cuda":
@@ -115,7 +117,8 @@ class StepMixin:
                 labels = None
             z, fake_labels = self._latents(batch, rows)
             mix = None
-            if rows is not None and cfg.loss.name == "wgan-gp" and cfg.loss.gp_lambda > 0:
+            penalized = cfg.loss.name == "wgan-gp" and cfg.loss.gp_lambda > 0 and apply_gp
+            if rows is not None and penalized:
                 # The penalty's mixing factors, drawn for the global batch exactly as
                 # gradient_penalty would draw them in one process (next in the RNG stream).
                 mix = torch.rand(
@@ -126,9 +129,10 @@ class StepMixin:
                     fakes = G(z, fake_labels, depth, alpha)
                 d_loss, d_stats = discriminator_loss(
                     cfg.loss, d_fn, reals, fakes, labels, fake_labels, generator=self.rng,
-                    mix=mix,
+                    mix=mix, apply_gp=apply_gp,
                 )  # fmt: skip
             optimizer_step(d_loss, self.opt_D, reduce_D, st.phase_key)
+            self.d_steps_done += 1
 
         # G step (D frozen so that no weight gradients are computed for it)
         z, fake_labels = self._latents(batch, rows)

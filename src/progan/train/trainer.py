@@ -130,6 +130,7 @@ class Trainer(StepMixin, SnapshotMixin, RunLoopMixin):
         # Position and bookkeeping (all saved in the training state).
         self.images = 0
         self.steps = 0
+        self.d_steps_done = 0  # D steps so far: which ones compute the lazy penalty
         self.ticks = 0
         self.seconds = 0.0  # training time of earlier sessions of this run
         # The log.jsonl line of the tick a checkpoint closes, saved inside the checkpoint: a
@@ -301,6 +302,7 @@ class Trainer(StepMixin, SnapshotMixin, RunLoopMixin):
             "rng": self.rng.get_state(),
             "images": self.images,
             "steps": self.steps,
+            "d_steps_done": self.d_steps_done,
             "ticks": self.ticks,
             "seconds": self.seconds,
             "data_position": self.data_position,
@@ -331,6 +333,9 @@ class Trainer(StepMixin, SnapshotMixin, RunLoopMixin):
         self.rng.set_state(state["rng"])
         self.images = int(state["images"])
         self.steps = int(state["steps"])
+        # Absent in training states written before the lazy penalty: every step was then a
+        # training step of cfg.d_steps D steps (their config's d_steps cannot have changed).
+        self.d_steps_done = int(state.get("d_steps_done", self.steps * saved.d_steps))
         self.ticks = int(state["ticks"])
         self.seconds = float(state["seconds"])
         self._data_position = int(state["data_position"])
