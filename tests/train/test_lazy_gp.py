@@ -23,7 +23,9 @@ def _trainer(data, outdir, gp_every, **kw):
 
 
 def _weights(trainer):
-    return [p.detach().clone() for m in (trainer.G, trainer.D, trainer.G_ema) for p in m.parameters()]
+    return [
+        p.detach().clone() for m in (trainer.G, trainer.D, trainer.G_ema) for p in m.parameters()
+    ]
 
 
 def _independent_d_loss(D, depth, alpha, reals, fakes, rng_state, lam, drift, device="cpu"):
