@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from progan.nn import conv_ops
-from progan.nn.sampling import box_downsample2x, upsample_nearest2x
+from progan.nn.sampling import box_downsample2x, is_channels_last, upsample_nearest2x
 
 LEAKY_RELU_SLOPE = 0.2
 HE_GAIN = math.sqrt(2.0)
@@ -164,7 +164,11 @@ class MinibatchStdDev(nn.Module):
         y = y - y.mean(dim=0, keepdim=True)
         y = torch.sqrt(y.square().mean(dim=0) + self.eps)  # (M, C, H, W)
         y = y.mean(dim=(1, 2, 3))  # (M,)
-        y = y.reshape(1, n // g, 1, 1, 1).expand(g, n // g, 1, h, w).reshape(n, 1, h, w)
+        y = y.reshape(1, n // g, 1, 1, 1)
+        if is_channels_last(x):  # NHWC strides, so that the cat keeps x's layout
+            y = y.expand(g, n // g, h, w, 1).reshape(n, h, w, 1).permute(0, 3, 1, 2)
+        else:
+            y = y.expand(g, n // g, 1, h, w).reshape(n, 1, h, w)
         return torch.cat([x, y.to(x.dtype)], dim=1)
 
 

@@ -71,6 +71,7 @@ class StepMixin:
     label_table: torch.Tensor | None  # the dataset's labels, to draw fake labels from
     reducers: tuple[GradientReducer, GradientReducer] | None  # (D, G); data-parallel only
     _synced_buffers: list[torch.Tensor]  # broadcast from rank 0 after every step
+    channels_last: bool  # networks and reals in NHWC (cfg.channels_last on CUDA)
     images: int  # real images shown so far (for the EMA warm-up)
     d_steps_done: int  # D steps of the whole run so far (the lazy penalty's clock)
     _shard_rows: Callable[[int], torch.Tensor]  # this rank's rows of a global batch
@@ -110,9 +111,9 @@ class StepMixin:
         for _ in range(cfg.d_steps):
             apply_gp = gp_due(cfg.loss, self.d_steps_done)  # always True with gp_every = 1
             reals_u8, labels = self.stream.next(batch)
+            if self.channels_last:  # uint8 (4x smaller than float); every op below keeps NHWC
+                reals_u8 = reals_u8.contiguous(memory_format=torch.channels_last)
             reals = real_images_for_phase(reals_u8, st.resolution, alpha)
-            if cfg.channels_last and self.device.type == "cuda":
-                reals = reals.contiguous(memory_format=torch.channels_last)
             if not cfg.network.label_size:
                 labels = None
             z, fake_labels = self._latents(batch, rows)

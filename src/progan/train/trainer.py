@@ -37,6 +37,10 @@ from progan.train.step import StepMixin
 
 STATE_FORMAT = "progan-training-state"
 
+# Where TrainConfig.channels_last acts: CUDA only, because on a CPU NHWC is not known to pay
+# (the tests add "cpu" to run the NHWC step there).
+CHANNELS_LAST_DEVICES: tuple[str, ...] = ("cuda",)
+
 
 def resolve_device(name: str) -> torch.device:
     """'auto' -> CUDA when available, else CPU; anything else as given."""
@@ -92,7 +96,10 @@ class Trainer(StepMixin, SnapshotMixin, RunLoopMixin):
                 "broadcasting the initial weights",
             )
         self.G_ema = make_ema_copy(self.G)
-        if cfg.channels_last and self.device.type == "cuda":
+        # NHWC end to end: the parameters are converted once here, the reals once per D step
+        # (train/step.py); every layer then keeps the layout (nn/sampling.py, nn/layers.py).
+        self.channels_last = cfg.channels_last and self.device.type in CHANNELS_LAST_DEVICES
+        if self.channels_last:
             for m in (self.G, self.D, self.G_ema):
                 m.to(memory_format=torch.channels_last)
         self.opt_G = self._adam(self.G)
