@@ -140,6 +140,8 @@ class Generator(nn.Module):
         x = self.to_rgb[depth](self.blocks[depth](previous))
         if isinstance(alpha, torch.Tensor) or alpha < 1.0:
             skip = upsample2x(self.to_rgb[depth - 1](previous))
+            if isinstance(alpha, torch.Tensor):  # 0-d (a compiled step): in x's dtype
+                alpha = alpha.to(x.dtype)
             x = torch.lerp(skip, x, alpha)
         return x
 

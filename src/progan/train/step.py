@@ -10,6 +10,11 @@ Data flow (all on the training device; docs/ARCHITECTURE.md, "Data flow of one t
 2. G step: fresh latents -> G -> D (D frozen) -> :func:`~progan.losses.generator_loss`;
    backward, gradient averaging, Adam step on G; EMA update of G.
 
+Options of the fast step (issue 16; docs/PERFORMANCE.md): the lazy penalty
+(``cfg.loss.gp_every``, D steps counted by ``d_steps_done``), NHWC end to end
+(``channels_last``: the networks converted once by the trainer, the reals here) and
+torch.compile of G and of the G step's D (``compiled``, :mod:`progan.train.compiled`).
+
 The losses come back as detached device scalars: no host sync happens here (the run loop,
 :mod:`progan.train.run_loop`, reads them back every ``loss_log_every`` steps).
 
@@ -32,6 +37,7 @@ from progan.losses import discriminator_loss, generator_loss, gp_due
 from progan.nn import Discriminator, Generator
 from progan.nn.resample import real_images_for_phase
 from progan.schedule import PhaseState
+from progan.train.compiled import CompiledCalls
 from progan.train.distributed import Dist
 from progan.train.ema import update_ema
 from progan.train.gradients import GradientReducer
@@ -72,6 +78,7 @@ class StepMixin:
     reducers: tuple[GradientReducer, GradientReducer] | None  # (D, G); data-parallel only
     _synced_buffers: list[torch.Tensor]  # broadcast from rank 0 after every step
     channels_last: bool  # networks and reals in NHWC (cfg.channels_last on CUDA)
+    compiled: CompiledCalls | None  # cfg.compile where torch.compile works, else None
     images: int  # real images shown so far (for the EMA warm-up)
     d_steps_done: int  # D steps of the whole run so far (the lazy penalty's clock)
     _shard_rows: Callable[[int], torch.Tensor]  # this rank's rows of a global batch
@@ -108,6 +115,17 @@ class StepMixin:
         def d_fn(x: torch.Tensor):
             return D(x, depth, alpha)
 
+        # torch.compile (cfg.compile, train/compiled.py): G's forward in both steps and D's in
+        # the G step; never the D step's D (the penalty differentiates it twice).
+        calls = self.compiled
+        if calls is not None:
+            g_fn, alpha_c = calls.generator, calls.alpha(alpha)  # alpha_c: once per step
+
+            def d_fn_g_step(x: torch.Tensor):
+                return calls.discriminator_g_step(x, depth, alpha_c)
+        else:
+            g_fn, alpha_c, d_fn_g_step = G, alpha, d_fn
+
         for _ in range(cfg.d_steps):
             apply_gp = gp_due(cfg.loss, self.d_steps_done)  # always True with gp_every = 1
             reals_u8, labels = self.stream.next(batch)
@@ -127,7 +145,7 @@ class StepMixin:
                 )[rows]
             with self._autocast():
                 with torch.no_grad():
-                    fakes = G(z, fake_labels, depth, alpha)
+                    fakes = g_fn(z, fake_labels, depth, alpha_c)
                 d_loss, d_stats = discriminator_loss(
                     cfg.loss, d_fn, reals, fakes, labels, fake_labels, generator=self.rng,
                     mix=mix, apply_gp=apply_gp,
@@ -139,8 +157,8 @@ class StepMixin:
         z, fake_labels = self._latents(batch, rows)
         D.requires_grad_(False)
         with self._autocast():
-            fakes = G(z, fake_labels, depth, alpha)
-            g_loss, g_stats = generator_loss(cfg.loss, d_fn, fakes, fake_labels)
+            fakes = g_fn(z, fake_labels, depth, alpha_c)
+            g_loss, g_stats = generator_loss(cfg.loss, d_fn_g_step, fakes, fake_labels)
         optimizer_step(g_loss, self.opt_G, reduce_G, st.phase_key)
         D.requires_grad_(True)
         if self._synced_buffers:

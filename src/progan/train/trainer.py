@@ -102,6 +102,11 @@ class Trainer(StepMixin, SnapshotMixin, RunLoopMixin):
         if self.channels_last:
             for m in (self.G, self.D, self.G_ema):
                 m.to(memory_format=torch.channels_last)
+        self.compiled = None
+        if cfg.compile:
+            from progan.train.compiled import compile_calls
+
+            self.compiled = compile_calls(self.G, self.D, self.device)
         self.opt_G = self._adam(self.G)
         self.opt_D = self._adam(self.D)
         self.schedule = Schedule(cfg.schedule, net.resolution)
