@@ -132,6 +132,8 @@ def test_variant_settings(tp):
         "amp": "none",
         "channels_last": False,
         "compile": None,
+        "conv_impl": "native",
+        "gp_every": 1,
     }
     s = tp.variant_settings("bf16+channels_last")
     assert s["tf32"] and s["amp"] == "bf16" and s["channels_last"]

@@ -1,0 +1,79 @@
+"""benchmarks/throughput.py's issue-16 variants (explicit convolutions, the trainer's compile,
+the lazy penalty) on a tiny CPU run: settings, the trainers they build, rows and profiles."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "throughput.py"
+
+
+@pytest.fixture(scope="module")
+def tp():
+    spec = importlib.util.spec_from_file_location("progan_bench_throughput16", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def test_issue16_variant_settings_and_list(tp):
+    s = tp.variant_settings("explicit+bf16+channels_last")
+    assert s["conv_impl"] == "explicit" and s["amp"] == "bf16" and s["channels_last"]
+    assert tp.variant_settings("explicit+compile")["compile"] == "trainer"
+    assert tp.variant_settings("lazy-gp4")["gp_every"] == 4
+    assert tp.variant_settings("tf32")["conv_impl"] == "native"
+    names = tp.expand_variants(["tf32", "issue16"])
+    assert names[0] == "tf32" and names.count("tf32") == 1
+    assert set(tp.ISSUE16_VARIANTS) == set(names)
+    for needed in ("explicit", "explicit+bf16", "explicit+channels_last", "explicit+compile"):
+        assert needed in names
+    assert any("lazy-gp4" in n for n in names)
+    for v in names:
+        tp.variant_settings(v)  # every listed variant parses
+
+
+def test_variant_settings_reach_the_trainer(tp, tmp_path):
+    cfg = tp.network_config("tiny", 8)
+    data = tp.make_dataset(tmp_path, 8, 4)
+    settings = tp.variant_settings("explicit+lazy-gp4")
+    trainer = tp.make_trainer(cfg, data, tmp_path / "run", torch.device("cpu"), settings)
+    trainer.stream.close()
+    assert trainer.cfg.network.conv_impl == "explicit" and trainer.cfg.loss.gp_every == 4
+    assert {m.impl for m in trainer.D.modules() if hasattr(m, "impl")} == {"explicit"}
+    assert trainer.compiled is None and not trainer.cfg.compile
+
+
+def test_tiny_run_of_the_issue16_variants(tp, tmp_path):
+    out = tmp_path / "t.json"
+    argv = ["--preset", "tiny", "--resolutions", "4,8", "--steps", "4", "--warmup", "0",
+            "--repeats", "1", "--variants", "tf32,explicit,explicit+bf16,explicit+lazy-gp4",
+            "--profile", "3", "--profile-at", "8", "--peak-seconds", "0.05",
+            "--device", "cpu", "--project-resolution", "16", "--json", str(out)]  # fmt: skip
+    tp.main(argv)
+    data = json.loads(out.read_text())
+    assert [s["variant"] for s in data["skipped_variants"]] == ["tf32", "explicit+bf16"]
+    rows = data["rows"]
+    assert [(r["resolution"], r["path"], r["variant"]) for r in rows] == [
+        (res, path, variant)
+        for res in (4, 8)
+        for path, variant in (
+            ("reference", "fp32"), ("progan", "explicit"), ("progan", "explicit+lazy-gp4"),
+        )
+    ]  # fmt: skip
+    for r in rows:
+        assert r["error"] is None and r["img_per_s"] > 0 and r["flops_per_img"] > 0
+        assert ("profile" in r) == (r["resolution"] == 8)
+    at8 = {r["variant"]: r for r in rows if r["resolution"] == 8}
+    assert len(at8["explicit"]["profile"]) == 3 and at8["explicit"]["profile"][0]["self_ms"] > 0
+    # both count a penalized first step, so the same FLOPs
+    assert at8["explicit+lazy-gp4"]["flops_per_img"] == at8["explicit"]["flops_per_img"]
+    proj = data["projection"]
+    assert set(proj["paths"]) == {"reference:fp32", "progan:explicit", "progan:explicit+lazy-gp4"}
