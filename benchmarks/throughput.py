@@ -30,7 +30,7 @@ steady state, counting real images shown to D per second:
   layout, ``explicit+compile``, ``explicit+bf16+lazy-gp4``). Every variant except ``fp32`` has
   TF32 on. TF32, bf16 and channels_last only act on CUDA and are skipped on a CPU. A variant
   that fails gives a row with its error instead of stopping the run. A ``lazy-gp4`` row's FLOPs
-  are those of its first step, which computes the penalty (3 of 4 steps do not).
+  per step are the mean over 4 steps, one of which computes the penalty.
 
 Per row: img/s, ms/step, peak memory (``torch.cuda.max_memory_allocated`` on CUDA; on a CPU the
 process's peak resident set size), FLOPs per image counted with
@@ -258,6 +258,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         reference_tf32=args.reference_tf32,
         seed=args.seed,
     )
+    json_path = args.json or f"benchmarks/results/throughput-{_json_device(device)}.json"
     started = datetime.now(timezone.utc)
     peak_detail = measure_peak(device, args.peak_seconds)
     peaks = {k: v["peak"] for k, v in peak_detail.items()}
@@ -284,6 +285,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 )
                 rows += new
                 print_table(new, mem_label)
+                # the rows so far, in case the run is stopped (the full JSON replaces them)
+                atomic_write_json(json_path, {"schema": SCHEMA, "partial": True, "rows": rows})
     # Peak again at the end: the faster of the two is kept (other load lowers a measurement).
     for k, v in measure_peak(device, args.peak_seconds).items():
         for kind, value in v.items():
@@ -345,7 +348,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rows": rows,
         "projection": projection,
     }
-    json_path = args.json or f"benchmarks/results/throughput-{_json_device(device)}.json"
     atomic_write_json(json_path, result)
     print(f"wrote {json_path}")
     return result
