@@ -1,27 +1,13 @@
 """benchmarks/throughput.py's issue-16 variants (explicit convolutions, the trainer's compile,
-the lazy penalty) on a tiny CPU run: settings, the trainers they build, rows and profiles."""
+the lazy penalty) on a tiny CPU run: settings, the trainers they build, rows and profiles.
+(``tp``: benchmarks/throughput.py, conftest.py.)"""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "throughput.py"
-
-
-@pytest.fixture(scope="module")
-def tp():
-    spec = importlib.util.spec_from_file_location("progan_bench_throughput16", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
 
 
 def test_issue16_variant_settings_and_list(tp):
