@@ -198,6 +198,8 @@ class Candidate:
                 synchronize(dev)
                 one = max(time.perf_counter() - t, 1e-6)
                 self.steps = int(min(max(opts.seconds / one, 1), 10_000))
+            k = int(self.settings.get("gp_every", 1))  # lazy penalty: whole cycles of k steps,
+            self.steps = -(-self.steps // k) * k  # each with one penalized step
             self.mem_gib = mem.read_gib() - base
             if dev.type == "cuda":
                 self.host_syncs = count_host_syncs(self.step)

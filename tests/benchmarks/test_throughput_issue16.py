@@ -39,7 +39,7 @@ def test_variant_settings_reach_the_trainer(tp, tmp_path):
 
 def test_tiny_run_of_the_issue16_variants(tp, tmp_path):
     out = tmp_path / "t.json"
-    argv = ["--preset", "tiny", "--resolutions", "4,8", "--steps", "4", "--warmup", "0",
+    argv = ["--preset", "tiny", "--resolutions", "4,8", "--steps", "6", "--warmup", "0",
             "--repeats", "1", "--variants", "tf32,explicit,explicit+bf16,explicit+lazy-gp4",
             "--profile", "3", "--profile-at", "8", "--peak-seconds", "0.05",
             "--device", "cpu", "--project-resolution", "16", "--json", str(out)]  # fmt: skip
@@ -56,6 +56,8 @@ def test_tiny_run_of_the_issue16_variants(tp, tmp_path):
     ]  # fmt: skip
     for r in rows:
         assert r["error"] is None and r["img_per_s"] > 0 and r["flops_per_img"] > 0
+        # whole cycles of the lazy penalty (one penalized D step in 4) in every timed run
+        assert r["steps"] == (8 if "lazy-gp4" in r["variant"] else 6)
         assert ("profile" in r) == (r["resolution"] == 8)
     at8 = {r["variant"]: r for r in rows if r["resolution"] == 8}
     assert len(at8["explicit"]["profile"]) == 3 and at8["explicit"]["profile"][0]["self_ms"] > 0
