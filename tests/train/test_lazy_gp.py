@@ -60,15 +60,18 @@ def test_every_second_d_step_penalized_with_twice_the_weight(shapes8, tmp_path, 
 
     monkeypatch.setattr(step_module, "discriminator_loss", spy)
     st = trainer.schedule.at(0)
-    trainer.train_step(st)  # D steps 0, 1, 2
-    trainer.train_step(st)  # D steps 3, 4, 5
+    logged = [trainer.train_step(st)]  # D steps 0, 1, 2 (the stats: of the last one)
+    logged.append(trainer.train_step(st))  # D steps 3, 4, 5
     trainer.stream.close()
+    # logged penalty: 2x the penalty of a penalized last D step (step 2), 0 otherwise (step 5)
+    torch.testing.assert_close(logged[0]["D/gradient_penalty"], 2 * calls[2][6]["gradient_penalty"])
+    assert logged[1]["D/gradient_penalty"].item() == 0.0
     assert trainer.d_steps_done == 6
     assert [c[4] for c in calls] == [True, False, True, False, True, False]
     lam, drift = trainer.cfg.loss.gp_lambda, trainer.cfg.loss.drift
     assert trainer.cfg.loss.gp_target == 1.0 and drift > 0
     for D0, reals, fakes, rng_state, due, loss, stats in calls:
-        assert ("gradient_penalty" in stats) == due
+        assert ("gradient_penalty" in stats) == due  # discriminator_loss's own stats
         expected = _independent_d_loss(
             D0, st.depth, st.alpha, reals, fakes, rng_state, 2 * lam if due else 0.0, drift
         )
@@ -88,7 +91,7 @@ def test_gp_every_one_penalizes_every_step_whatever_the_clock(shapes8, tmp_path)
             t.d_steps_done = start
             stats = t.train_step(t.schedule.at(0))
             t.stream.close()
-            runs[k, start] = (_weights(t), "D/gradient_penalty" in stats)
+            runs[k, start] = (_weights(t), stats["D/gradient_penalty"].item() > 0)
     for a, b in zip(runs[1, 0][0], runs[1, 1][0], strict=True):
         assert torch.equal(a, b)
     assert runs[1, 0][1] and runs[1, 1][1]

@@ -152,6 +152,13 @@ class StepMixin:
                 )  # fmt: skip
             optimizer_step(d_loss, self.opt_D, reduce_D, st.phase_key)
             self.d_steps_done += 1
+        k = cfg.loss.gp_every
+        if k > 1 and cfg.loss.name == "wgan-gp" and cfg.loss.gp_lambda > 0:
+            # Lazy penalty: k x the penalty on its steps, 0 on the others, so that the logged
+            # means (over loss_log_every steps and ticks) estimate the penalty per step, as
+            # D/loss's mean does (it holds k * lambda * penalty on every k-th step).
+            gp, gp_zero = d_stats.get("gradient_penalty"), d_loss.new_zeros(())
+            d_stats = {**d_stats, "gradient_penalty": gp * k if gp is not None else gp_zero}
 
         # G step (D frozen so that no weight gradients are computed for it)
         z, fake_labels = self._latents(batch, rows)
