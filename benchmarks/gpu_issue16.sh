@@ -41,7 +41,7 @@ stage() {  # stage NAME SECONDS COMMAND...
     echo "=== $name (limit ${limit}s) ==="
     timeout --kill-after=10 "$limit" "$@" > "$OUT/$name.log" 2>&1
     local rc=$?
-    echo "=== $name: rc $rc, $((SECONDS - t0)) s ===" | tee -a "$OUT/$name.log"
+    echo "=== $name: rc $rc, $((SECONDS - t0)) s ===" >> "$OUT/$name.log"
     tail -n 40 "$OUT/$name.log"
 }
 
