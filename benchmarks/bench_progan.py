@@ -14,8 +14,17 @@ from progan.config import TrainConfig
 from progan.presets import preset
 from progan.schedule import PhaseState
 
-TOKENS = ("fp32", "tf32", "bf16", "channels_last", "compile", "compile_g")
+TOKENS = (
+    "fp32", "tf32", "bf16", "channels_last", "explicit", "compile", "compile_g", "lazy-gp4",
+)  # fmt: skip
 CUDA_ONLY_TOKENS = ("tf32", "bf16", "channels_last")
+# The issue-16 variants (benchmarks/gpu_issue16.sh): native vs explicit convolutions in each
+# precision and layout, the trainer's torch.compile and the lazy penalty (every 4th D step).
+ISSUE16_VARIANTS = (
+    "tf32", "bf16", "channels_last", "bf16+channels_last",
+    "explicit", "explicit+bf16", "explicit+channels_last", "explicit+bf16+channels_last",
+    "explicit+compile", "explicit+bf16+lazy-gp4",
+)  # fmt: skip
 
 
 def network_config(preset_name: str, resolution: int, channels: int = 3) -> TrainConfig:
@@ -36,17 +45,22 @@ def make_dataset(folder: Path, resolution: int, batch: int) -> Path:
 
 
 def variant_settings(name: str) -> dict[str, Any]:
-    """``fp32``/``tf32``/``bf16``/``channels_last``/``compile``/``compile_g`` joined by ``+``."""
+    """``TOKENS`` joined by ``+``: ``fp32`` (TF32 off; else on), ``tf32``, ``bf16`` (autocast),
+    ``channels_last``, ``explicit`` (``conv_impl="explicit"``), ``compile``
+    (``TrainConfig.compile``: G and the G step's D), ``compile_g`` (the whole of G wrapped in
+    torch.compile), ``lazy-gp4`` (``gp_every=4``)."""
     tokens = [t for t in name.split("+") if t]
     bad = [t for t in tokens if t not in TOKENS]
     if bad or not tokens:
         raise ValueError(f"unknown variant {name!r}; use {', '.join(TOKENS)} joined by '+'")
-    compile_mode = "GD" if "compile" in tokens else ("G" if "compile_g" in tokens else None)
+    compile_mode = "trainer" if "compile" in tokens else ("G" if "compile_g" in tokens else None)
     return {
         "tf32": "fp32" not in tokens,
         "amp": "bf16" if "bf16" in tokens else "none",
         "channels_last": "channels_last" in tokens,
         "compile": compile_mode,
+        "conv_impl": "explicit" if "explicit" in tokens else "native",
+        "gp_every": 4 if "lazy-gp4" in tokens else 1,
     }
 
 
@@ -62,11 +76,12 @@ def make_trainer(
     cfg.tf32 = settings.get("tf32", True)
     cfg.amp = settings.get("amp", "none")
     cfg.channels_last = settings.get("channels_last", False)
+    cfg.network.conv_impl = settings.get("conv_impl", "native")
+    cfg.loss.gp_every = settings.get("gp_every", 1)
+    cfg.compile = settings.get("compile") == "trainer"
     trainer = Trainer(cfg, run_dir, progress=False)
-    if settings.get("compile"):
+    if settings.get("compile") == "G":
         trainer.G = torch.compile(trainer.G)
-        if settings["compile"] == "GD":
-            trainer.D = torch.compile(trainer.D)
     trainer._open_stream_at(0)
     return trainer
 

@@ -187,7 +187,7 @@ class Candidate:
                 # The FLOPs are then taken from an eager row of the same shape (same math).
                 self.step()
             elif opts.flops:
-                self.flops = count_flops(self.step)
+                self.flops = self._count_flops()
             for _ in range(opts.warmup):
                 self.step()
             synchronize(dev)
@@ -198,11 +198,22 @@ class Candidate:
                 synchronize(dev)
                 one = max(time.perf_counter() - t, 1e-6)
                 self.steps = int(min(max(opts.seconds / one, 1), 10_000))
+            k = int(self.settings.get("gp_every", 1))  # lazy penalty: whole cycles of k steps,
+            self.steps = -(-self.steps // k) * k  # each with one penalized step
             self.mem_gib = mem.read_gib() - base
             if dev.type == "cuda":
                 self.host_syncs = count_host_syncs(self.step)
         except Exception as exc:
             self.fail(exc)
+
+    def _count_flops(self) -> tuple[int, dict[str, int]]:
+        """FLOPs of one step; with the lazy penalty (every k-th D step) the mean over k steps,
+        one of which computes the penalty."""
+        k = int(self.settings.get("gp_every", 1))
+        step = self.step
+        assert step is not None
+        total, by_op = count_flops(lambda: [step() for _ in range(k)])
+        return total // k, {op: n // k for op, n in by_op.items()}
 
     def timed_run(self) -> None:
         if self.error is not None or self.step is None:

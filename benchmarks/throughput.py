@@ -1,8 +1,9 @@
 """Training throughput: a plain fp32 reference step vs progan's real training step.
 
     python benchmarks/throughput.py [--preset paper|small|tiny] [--resolutions 4,8,16,32]
-        [--variants fp32,tf32,bf16,channels_last,compile] [--batch N] [--alpha 1,0.5]
-        [--warmup N] [--steps N | --seconds S] [--repeats N] [--project-resolution 1024]
+        [--variants fp32,tf32,bf16,channels_last,explicit,compile,lazy-gp4 | issue16]
+        [--batch N] [--alpha 1,0.5] [--warmup N] [--steps N | --seconds S] [--repeats N]
+        [--profile N [--profile-at 128,256]] [--project-resolution 1024]
         [--json benchmarks/results/throughput-<device>.json]
 
 For every resolution R, the networks are fully grown at R (depth log2(R) - 2) with the preset's
@@ -19,12 +20,17 @@ steady state, counting real images shown to D per second:
   temporary folder at R), with the trainer's data stream open, plus what ``Trainer.run`` does
   around it (summing the loss tensors; every ``loss_log_every`` steps reading them back and
   checking that the weights are finite). Each ``--variants`` entry is measured separately:
-  ``fp32`` (TF32 off), ``tf32`` (progan's default), ``bf16`` (autocast), ``channels_last``,
-  ``compile`` (torch.compile of G and D) and ``compile_g`` (G only); join them with ``+``
-  (``bf16+channels_last``). Every variant except ``fp32`` has TF32 on. TF32, bf16 and
-  channels_last only act on CUDA and are skipped on a CPU. A variant that fails (torch.compile
-  of D cannot do the penalty's double backward) gives a row with its error instead of stopping
-  the run.
+  ``fp32`` (TF32 off), ``tf32`` (progan's default), ``bf16`` (autocast), ``channels_last``
+  (NHWC end to end), ``explicit`` (D's convolutions with the explicit double backward,
+  ``conv_impl="explicit"``), ``compile`` (``TrainConfig.compile``: torch.compile of G and of the
+  G step's D, never the penalty's D), ``compile_g`` (the whole of G wrapped in torch.compile)
+  and ``lazy-gp4`` (the lazy penalty, every 4th D step with weight x4; not the paper's method);
+  join them with ``+`` (``explicit+bf16+channels_last``). ``--variants issue16`` is the list
+  of issue 16 (``bench_progan.ISSUE16_VARIANTS``: native and explicit in each precision and
+  layout, ``explicit+compile``, ``explicit+bf16+lazy-gp4``). Every variant except ``fp32`` has
+  TF32 on. TF32, bf16 and channels_last only act on CUDA and are skipped on a CPU. A variant
+  that fails gives a row with its error instead of stopping the run. A ``lazy-gp4`` row's FLOPs
+  per step are the mean over 4 steps, one of which computes the penalty.
 
 Per row: img/s, ms/step, peak memory (``torch.cuda.max_memory_allocated`` on CUDA; on a CPU the
 process's peak resident set size), FLOPs per image counted with
@@ -37,13 +43,15 @@ run to ``--project-resolution`` from the preset's schedule.
 
 The rows of one resolution are timed interleaved, ``--repeats`` runs each after the warm-up,
 and the fastest run is reported (all are in the JSON): on a shared machine, other load then
-affects every row alike. ``--profile N`` keeps the N top ops of one profiled step per row. No
+affects every row alike. ``--profile N`` keeps the N top ops of one profiled step per row
+(``--profile-at``: only at those resolutions). No
 network access is needed.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import platform
@@ -78,6 +86,7 @@ from bench_device import (  # noqa: E402
 )
 from bench_progan import (  # noqa: E402
     CUDA_ONLY_TOKENS,
+    ISSUE16_VARIANTS,
     TOKENS,
     ProganStep,
     make_dataset,
@@ -90,6 +99,7 @@ from bench_reference import REFERENCE_EMA_BETA, REFERENCE_LR, ReferenceStep  # n
 from bench_rows import Options, measure_resolution  # noqa: E402
 
 __all__ = [
+    "ISSUE16_VARIANTS",
     "REFERENCE_EMA_BETA",
     "REFERENCE_LR",
     "SCHEMA",
@@ -98,6 +108,7 @@ __all__ = [
     "ProganStep",
     "ReferenceStep",
     "count_flops",
+    "expand_variants",
     "main",
     "make_dataset",
     "make_trainer",
@@ -132,6 +143,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="after timing, profile one step per row and keep its N top ops by "
                     "self time (device time on CUDA)")  # fmt: skip
+    ap.add_argument("--profile-at", help="comma list: profile only the rows at these "
+                    "resolutions (default: all)")  # fmt: skip
     ap.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
     ap.add_argument("--reference-tf32", choices=("off", "cudnn-default"), default="off",
                     help="reference on CUDA: TF32 off, or PyTorch's default (cuDNN TF32 "
@@ -154,6 +167,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.repeats is None:
         args.repeats = 1 if cuda else 5
     return args
+
+
+def expand_variants(variants: list[str]) -> list[str]:
+    """``issue16`` in a ``--variants`` list stands for ``ISSUE16_VARIANTS`` (no repeats)."""
+    out: list[str] = []
+    for v in variants:
+        for name in ISSUE16_VARIANTS if v == "issue16" else (v,):
+            if name not in out:
+                out.append(name)
+    return out
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -199,6 +222,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             raise SystemExit(f"resolution {r} is not a power of two in [4, 1024]")
     alphas = [float(a) for a in args.alpha.split(",") if a]
     variants = [v for v in args.variants.split(",") if v]
+    variants = expand_variants(variants)
+    profile_at = {int(r) for r in args.profile_at.split(",") if r} if args.profile_at else None
     for v in variants:
         try:
             variant_settings(v)
@@ -233,6 +258,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         reference_tf32=args.reference_tf32,
         seed=args.seed,
     )
+    json_path = args.json or f"benchmarks/results/throughput-{_json_device(device)}.json"
     started = datetime.now(timezone.utc)
     peak_detail = measure_peak(device, args.peak_seconds)
     peaks = {k: v["peak"] for k, v in peak_detail.items()}
@@ -251,11 +277,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for alpha in alphas:
                 if alpha < 1.0 and res == 4:
                     continue  # nothing fades in at 4x4
+                res_opts = opts
+                if profile_at is not None and res not in profile_at:
+                    res_opts = dataclasses.replace(opts, profile=0)
                 new = measure_resolution(
-                    opts, res, batch, alpha, variants, data, tmp_path / "run", peaks
+                    res_opts, res, batch, alpha, variants, data, tmp_path / "run", peaks
                 )
                 rows += new
                 print_table(new, mem_label)
+                # the rows so far, in case the run is stopped (the full JSON replaces them)
+                atomic_write_json(json_path, {"schema": SCHEMA, "partial": True, "rows": rows})
     # Peak again at the end: the faster of the two is kept (other load lowers a measurement).
     for k, v in measure_peak(device, args.peak_seconds).items():
         for kind, value in v.items():
@@ -317,7 +348,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rows": rows,
         "projection": projection,
     }
-    json_path = args.json or f"benchmarks/results/throughput-{_json_device(device)}.json"
     atomic_write_json(json_path, result)
     print(f"wrote {json_path}")
     return result

@@ -99,6 +99,25 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "convolutions, for a faster gradient-penalty double backward; same values) [native]",
     )
     p.add_argument(
+        "--gp-every",
+        type=int,
+        help="lazy gradient penalty (not the paper's method): compute it on every K-th D step "
+        "only, with its weight multiplied by K [1 = every step, as in the paper]",
+    )
+    p.add_argument(
+        "--channels-last",
+        action="store_true",
+        default=None,
+        help="NHWC memory format end to end on CUDA (reals, G, D, every layer) [off]",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="torch.compile G's forward and D's forward in the G step (never the gradient "
+        "penalty's D); falls back to eager with a warning where compiling fails [off]",
+    )
+    p.add_argument(
         "--resume",
         metavar="RUN_OR_CHECKPOINT",
         help="continue a run folder (newest good checkpoint) or a state-*.pt file",
@@ -179,6 +198,11 @@ def _run_train(args: argparse.Namespace) -> int:
             setattr(cfg.network, flag, getattr(args, flag))
     if args.conv_impl is not None:
         cfg.network.conv_impl = args.conv_impl
+    if args.gp_every is not None:
+        cfg.loss.gp_every = args.gp_every
+    for flag in ("channels_last", "compile"):
+        if getattr(args, flag):
+            setattr(cfg, flag, True)
     cfg.validate()
     if args.dry_run:
         print(json.dumps(to_dict(cfg), indent=2))

@@ -198,6 +198,9 @@ class TrainConfig:
     tf32: bool = True  # TF32 matmuls/convolutions on CUDA (no effect on CPU)
     amp: str = "none"  # "none" | "bf16": autocast for the networks on CUDA
     channels_last: bool = False  # NHWC memory format on CUDA
+    # torch.compile of G's forward and of D's forward in the G step (never the penalty's D
+    # call, which needs the double backward); eager with a warning where compiling fails.
+    compile: bool = False
     deterministic: bool = False  # deterministic algorithms (for exact-resume checks)
     # FID and IS at snapshots: the Inception's input convention (FID_PREPROCESS); "tf" gives
     # numbers comparable with the paper's (configs written before this option load with it)

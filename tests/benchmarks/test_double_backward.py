@@ -1,25 +1,11 @@
-"""benchmarks/double_backward.py: a tiny CPU run's JSON, FLOPs and profile evidence."""
+"""benchmarks/double_backward.py: a tiny CPU run's JSON, FLOPs and profile evidence (``db``:
+the script, conftest.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "double_backward.py"
-
-
-@pytest.fixture(scope="module")
-def db():
-    spec = importlib.util.spec_from_file_location("progan_bench_double_backward", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
 
 
 @pytest.fixture(scope="module")

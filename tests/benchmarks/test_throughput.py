@@ -4,11 +4,8 @@ counting matches a hand count, the projection's arithmetic, and the JSON of a ti
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,18 +14,6 @@ from progan.config import NetworkConfig
 from progan.nn import Discriminator
 from progan.nn.resample import real_images_for_phase
 from progan.schedule import PhaseState
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "throughput.py"
-
-
-@pytest.fixture(scope="module")
-def tp():
-    spec = importlib.util.spec_from_file_location("progan_bench_throughput", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
 
 
 class _Recorder:
@@ -132,6 +117,8 @@ def test_variant_settings(tp):
         "amp": "none",
         "channels_last": False,
         "compile": None,
+        "conv_impl": "native",
+        "gp_every": 1,
     }
     s = tp.variant_settings("bf16+channels_last")
     assert s["tf32"] and s["amp"] == "bf16" and s["channels_last"]

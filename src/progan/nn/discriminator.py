@@ -134,6 +134,8 @@ class Discriminator(nn.Module):
             x = self.blocks[depth](x)
             if isinstance(alpha, torch.Tensor) or alpha < 1.0:
                 skip = leaky_relu(self.from_rgb[depth - 1](downsample2x(images)))
+                if isinstance(alpha, torch.Tensor):  # 0-d (a compiled step): in x's dtype
+                    alpha = alpha.to(x.dtype)
                 x = torch.lerp(skip, x, alpha)
             for d in range(depth - 1, 0, -1):
                 x = self.blocks[d](x)

@@ -21,6 +21,7 @@ from progan.nn.layers import (
     leaky_relu,
     upsample2x,
 )
+from progan.nn.sampling import is_channels_last
 
 LEGACY_DENSE_BIAS_MESSAGE = (
     "these generator weights come from an older progan whose first dense layer had one bias "
@@ -75,6 +76,8 @@ class GeneratorBlock(nn.Module):
             x = self.dense(x).reshape(x.shape[0], self.out_ch, 4, 4)
             if self.bias is not None:
                 x = x + self.bias.to(x.dtype).view(1, -1, 1, 1)
+            if is_channels_last(self.conv1.weight):  # the network runs NHWC (channels_last):
+                x = x.contiguous(memory_format=torch.channels_last)  # the dense output too
         else:
             x = self.conv0(upsample2x(x))
         x = self.norm(leaky_relu(self.bn0(x)))
@@ -137,6 +140,8 @@ class Generator(nn.Module):
         x = self.to_rgb[depth](self.blocks[depth](previous))
         if isinstance(alpha, torch.Tensor) or alpha < 1.0:
             skip = upsample2x(self.to_rgb[depth - 1](previous))
+            if isinstance(alpha, torch.Tensor):  # 0-d (a compiled step): in x's dtype
+                alpha = alpha.to(x.dtype)
             x = torch.lerp(skip, x, alpha)
         return x
 

@@ -17,7 +17,9 @@
 ``EqualizedConv2d``/``EqualizedLinear`` take ``impl``: ``"native"`` (``F.conv2d``/``F.linear``)
 or ``"explicit"`` (``nn/conv_ops.py``: same values, with a backward written as ordinary
 convolutions so that the gradient penalty's second derivative avoids PyTorch's generic
-convolution double backward). :func:`set_conv_impl` switches a whole network.
+convolution double backward). :func:`set_conv_impl` switches a whole network. Inside
+``torch.compile`` (which never compiles the double backward: train/compiled.py) "explicit"
+layers run the native calls, which give the same values.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from progan.nn import conv_ops
-from progan.nn.sampling import box_downsample2x, upsample_nearest2x
+from progan.nn.sampling import box_downsample2x, is_channels_last, upsample_nearest2x
 
 LEAKY_RELU_SLOPE = 0.2
 HE_GAIN = math.sqrt(2.0)
@@ -77,7 +79,7 @@ class EqualizedConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight * self.scale if self.scale != 1.0 else self.weight
-        if self.impl == "explicit":
+        if self.impl == "explicit" and not torch.compiler.is_compiling():
             return conv_ops.conv2d(x, weight, self.bias, padding=self.padding)
         return F.conv2d(x, weight.to(x.dtype), self.bias.to(x.dtype), padding=self.padding)
 
@@ -112,7 +114,7 @@ class EqualizedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight * self.scale if self.scale != 1.0 else self.weight
         bias = self.bias.to(x.dtype) if self.bias is not None else None
-        if self.impl == "explicit" and x.ndim == 2:
+        if self.impl == "explicit" and x.ndim == 2 and not torch.compiler.is_compiling():
             return conv_ops.linear(x, weight, self.bias)
         return F.linear(x, weight.to(x.dtype), bias)
 
@@ -164,7 +166,11 @@ class MinibatchStdDev(nn.Module):
         y = y - y.mean(dim=0, keepdim=True)
         y = torch.sqrt(y.square().mean(dim=0) + self.eps)  # (M, C, H, W)
         y = y.mean(dim=(1, 2, 3))  # (M,)
-        y = y.reshape(1, n // g, 1, 1, 1).expand(g, n // g, 1, h, w).reshape(n, 1, h, w)
+        y = y.reshape(1, n // g, 1, 1, 1)
+        if is_channels_last(x):  # NHWC strides, so that the cat keeps x's layout
+            y = y.expand(g, n // g, h, w, 1).reshape(n, h, w, 1).permute(0, 3, 1, 2)
+        else:
+            y = y.expand(g, n // g, 1, h, w).reshape(n, 1, h, w)
         return torch.cat([x, y.to(x.dtype)], dim=1)
 
 

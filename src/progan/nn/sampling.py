@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 
-def _is_channels_last(x: torch.Tensor) -> bool:
+def is_channels_last(x: torch.Tensor) -> bool:
     """True when x is laid out NHWC (and not also plain contiguous, e.g. C == 1)."""
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
@@ -40,7 +40,7 @@ def _nearest_up(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
 def upsample_nearest2x(x: torch.Tensor) -> torch.Tensor:
     """Nearest-neighbour 2x upsampling: (N, C, H, W) -> (N, C, 2H, 2W), any float dtype."""
-    return _nearest_up(x, _is_channels_last(x))
+    return _nearest_up(x, is_channels_last(x))
 
 
 class _BoxDown2x(torch.autograd.Function):
@@ -48,7 +48,7 @@ class _BoxDown2x(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x):
-        ctx.channels_last = _is_channels_last(x)
+        ctx.channels_last = is_channels_last(x)
         return F.avg_pool2d(x, kernel_size=2)
 
     @staticmethod

@@ -10,6 +10,11 @@ Data flow (all on the training device; docs/ARCHITECTURE.md, "Data flow of one t
 2. G step: fresh latents -> G -> D (D frozen) -> :func:`~progan.losses.generator_loss`;
    backward, gradient averaging, Adam step on G; EMA update of G.
 
+Options of the fast step (issue 16; docs/PERFORMANCE.md): the lazy penalty
+(``cfg.loss.gp_every``, D steps counted by ``d_steps_done``), NHWC end to end
+(``channels_last``: the networks converted once by the trainer, the reals here) and
+torch.compile of G and of the G step's D (``compiled``, :mod:`progan.train.compiled`).
+
 The losses come back as detached device scalars: no host sync happens here (the run loop,
 :mod:`progan.train.run_loop`, reads them back every ``loss_log_every`` steps).
 
@@ -28,10 +33,11 @@ from typing import Any
 import torch
 
 from progan.config import TrainConfig
-from progan.losses import discriminator_loss, generator_loss
+from progan.losses import discriminator_loss, generator_loss, gp_due
 from progan.nn import Discriminator, Generator
 from progan.nn.resample import real_images_for_phase
 from progan.schedule import PhaseState
+from progan.train.compiled import CompiledCalls
 from progan.train.distributed import Dist
 from progan.train.ema import update_ema
 from progan.train.gradients import GradientReducer
@@ -71,7 +77,10 @@ class StepMixin:
     label_table: torch.Tensor | None  # the dataset's labels, to draw fake labels from
     reducers: tuple[GradientReducer, GradientReducer] | None  # (D, G); data-parallel only
     _synced_buffers: list[torch.Tensor]  # broadcast from rank 0 after every step
+    channels_last: bool  # networks and reals in NHWC (cfg.channels_last on CUDA)
+    compiled: CompiledCalls | None  # cfg.compile where torch.compile works, else None
     images: int  # real images shown so far (for the EMA warm-up)
+    d_steps_done: int  # D steps of the whole run so far (the lazy penalty's clock)
     _shard_rows: Callable[[int], torch.Tensor]  # this rank's rows of a global batch
 
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -106,16 +115,29 @@ class StepMixin:
         def d_fn(x: torch.Tensor):
             return D(x, depth, alpha)
 
+        # torch.compile (cfg.compile, train/compiled.py): G's forward in both steps and D's in
+        # the G step; never the D step's D (the penalty differentiates it twice).
+        calls = self.compiled
+        if calls is not None:
+            g_fn, alpha_c = calls.generator, calls.alpha(alpha)  # alpha_c: once per step
+
+            def d_fn_g_step(x: torch.Tensor):
+                return calls.discriminator_g_step(x, depth, alpha_c)
+        else:
+            g_fn, alpha_c, d_fn_g_step = G, alpha, d_fn
+
         for _ in range(cfg.d_steps):
+            apply_gp = gp_due(cfg.loss, self.d_steps_done)  # always True with gp_every = 1
             reals_u8, labels = self.stream.next(batch)
+            if self.channels_last:  # uint8 (4x smaller than float); every op below keeps NHWC
+                reals_u8 = reals_u8.contiguous(memory_format=torch.channels_last)
             reals = real_images_for_phase(reals_u8, st.resolution, alpha)
-            if cfg.channels_last and self.device.type == "cuda":
-                reals = reals.contiguous(memory_format=torch.channels_last)
             if not cfg.network.label_size:
                 labels = None
             z, fake_labels = self._latents(batch, rows)
             mix = None
-            if rows is not None and cfg.loss.name == "wgan-gp" and cfg.loss.gp_lambda > 0:
+            penalized = cfg.loss.name == "wgan-gp" and cfg.loss.gp_lambda > 0 and apply_gp
+            if rows is not None and penalized:
                 # The penalty's mixing factors, drawn for the global batch exactly as
                 # gradient_penalty would draw them in one process (next in the RNG stream).
                 mix = torch.rand(
@@ -123,19 +145,27 @@ class StepMixin:
                 )[rows]
             with self._autocast():
                 with torch.no_grad():
-                    fakes = G(z, fake_labels, depth, alpha)
+                    fakes = g_fn(z, fake_labels, depth, alpha_c)
                 d_loss, d_stats = discriminator_loss(
                     cfg.loss, d_fn, reals, fakes, labels, fake_labels, generator=self.rng,
-                    mix=mix,
+                    mix=mix, apply_gp=apply_gp,
                 )  # fmt: skip
             optimizer_step(d_loss, self.opt_D, reduce_D, st.phase_key)
+            self.d_steps_done += 1
+        k = cfg.loss.gp_every
+        if k > 1 and cfg.loss.name == "wgan-gp" and cfg.loss.gp_lambda > 0:
+            # Lazy penalty: k x the penalty on its steps, 0 on the others, so that the logged
+            # means (over loss_log_every steps and ticks) estimate the penalty per step, as
+            # D/loss's mean does (it holds k * lambda * penalty on every k-th step).
+            gp, gp_zero = d_stats.get("gradient_penalty"), d_loss.new_zeros(())
+            d_stats = {**d_stats, "gradient_penalty": gp * k if gp is not None else gp_zero}
 
         # G step (D frozen so that no weight gradients are computed for it)
         z, fake_labels = self._latents(batch, rows)
         D.requires_grad_(False)
         with self._autocast():
-            fakes = G(z, fake_labels, depth, alpha)
-            g_loss, g_stats = generator_loss(cfg.loss, d_fn, fakes, fake_labels)
+            fakes = g_fn(z, fake_labels, depth, alpha_c)
+            g_loss, g_stats = generator_loss(cfg.loss, d_fn_g_step, fakes, fake_labels)
         optimizer_step(g_loss, self.opt_G, reduce_G, st.phase_key)
         D.requires_grad_(True)
         if self._synced_buffers:

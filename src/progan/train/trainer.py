@@ -37,6 +37,10 @@ from progan.train.step import StepMixin
 
 STATE_FORMAT = "progan-training-state"
 
+# Where TrainConfig.channels_last acts: CUDA only, because on a CPU NHWC is not known to pay
+# (the tests add "cpu" to run the NHWC step there).
+CHANNELS_LAST_DEVICES: tuple[str, ...] = ("cuda",)
+
 
 def resolve_device(name: str) -> torch.device:
     """'auto' -> CUDA when available, else CPU; anything else as given."""
@@ -92,9 +96,17 @@ class Trainer(StepMixin, SnapshotMixin, RunLoopMixin):
                 "broadcasting the initial weights",
             )
         self.G_ema = make_ema_copy(self.G)
-        if cfg.channels_last and self.device.type == "cuda":
+        # NHWC end to end: the parameters are converted once here, the reals once per D step
+        # (train/step.py); every layer then keeps the layout (nn/sampling.py, nn/layers.py).
+        self.channels_last = cfg.channels_last and self.device.type in CHANNELS_LAST_DEVICES
+        if self.channels_last:
             for m in (self.G, self.D, self.G_ema):
                 m.to(memory_format=torch.channels_last)
+        self.compiled = None
+        if cfg.compile:
+            from progan.train.compiled import compile_calls
+
+            self.compiled = compile_calls(self.G, self.D, self.device)
         self.opt_G = self._adam(self.G)
         self.opt_D = self._adam(self.D)
         self.schedule = Schedule(cfg.schedule, net.resolution)
@@ -130,6 +142,7 @@ class Trainer(StepMixin, SnapshotMixin, RunLoopMixin):
         # Position and bookkeeping (all saved in the training state).
         self.images = 0
         self.steps = 0
+        self.d_steps_done = 0  # D steps so far: which ones compute the lazy penalty
         self.ticks = 0
         self.seconds = 0.0  # training time of earlier sessions of this run
         # The log.jsonl line of the tick a checkpoint closes, saved inside the checkpoint: a
@@ -301,6 +314,7 @@ class Trainer(StepMixin, SnapshotMixin, RunLoopMixin):
             "rng": self.rng.get_state(),
             "images": self.images,
             "steps": self.steps,
+            "d_steps_done": self.d_steps_done,
             "ticks": self.ticks,
             "seconds": self.seconds,
             "data_position": self.data_position,
@@ -331,6 +345,9 @@ class Trainer(StepMixin, SnapshotMixin, RunLoopMixin):
         self.rng.set_state(state["rng"])
         self.images = int(state["images"])
         self.steps = int(state["steps"])
+        # Absent in training states written before the lazy penalty: every step was then a
+        # training step of cfg.d_steps D steps (their config's d_steps cannot have changed).
+        self.d_steps_done = int(state.get("d_steps_done", self.steps * saved.d_steps))
         self.ticks = int(state["ticks"])
         self.seconds = float(state["seconds"])
         self._data_position = int(state["data_position"])
