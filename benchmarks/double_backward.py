@@ -53,11 +53,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from progan.config import LossConfig, NetworkConfig
-from progan.losses import discriminator_loss
-from progan.nn import Discriminator
-from progan.nn import discriminator as disc_module
-from progan.nn.layers import set_conv_impl
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # loaded by path (tests) rather than run as a script
+    sys.path.insert(0, str(HERE))
+
+from bench_device import count_flops  # noqa: E402
+from progan.config import LossConfig, NetworkConfig  # noqa: E402
+from progan.losses import discriminator_loss  # noqa: E402
+from progan.nn import Discriminator  # noqa: E402
+from progan.nn import discriminator as disc_module  # noqa: E402
+from progan.nn.layers import set_conv_impl  # noqa: E402
 
 WIDTHS = {  # fmap_base, fmap_max
     "paper": (8192, 512),
@@ -162,31 +167,6 @@ class Case:
 
 # --------------------------------------------------------------------------------------------
 # measurements
-
-
-class _NoModuleTracker:
-    """Stands in for FlopCounterMode's module tracker, whose hooks break torch.autograd.grad."""
-
-    parents = ("Global",)
-
-    def __enter__(self) -> _NoModuleTracker:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def count_flops(fn: Callable[[], Any]) -> tuple[int, dict[str, int]]:
-    """FLOPs of one call of ``fn``: (total, {aten op: FLOPs})."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    if hasattr(counter, "mod_tracker"):
-        counter.mod_tracker = _NoModuleTracker()
-    with counter:
-        fn()
-    by_op = {str(k): int(v) for k, v in counter.get_flop_counts().get("Global", {}).items()}
-    return int(counter.get_total_flops()), by_op
 
 
 def profile_step(fn: Callable[[], Any], device: torch.device, top: int) -> dict[str, Any]:
