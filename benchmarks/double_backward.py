@@ -57,7 +57,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # loaded by path (tests) rather than run as a script
     sys.path.insert(0, str(HERE))
 
-from bench_device import count_flops  # noqa: E402
+from bench_device import count_flops, device_name  # noqa: E402
 from progan.config import LossConfig, NetworkConfig  # noqa: E402
 from progan.losses import discriminator_loss  # noqa: E402
 from progan.nn import Discriminator  # noqa: E402
@@ -294,16 +294,6 @@ def run_case(case: Case, args: argparse.Namespace, device: torch.device) -> dict
 
 # --------------------------------------------------------------------------------------------
 # report
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def print_report(result: dict[str, Any]) -> None:
