@@ -107,7 +107,11 @@ def test_train_resume_generate(dataset, tmp_path, capsys):
     assert main(["generate", str(newest), "--seeds", "3", "--outdir", str(again)]) == 0
     a = np.asarray(Image.open(out / "seed000003.png"))
     b = np.asarray(Image.open(again / "seed000003.png"))
-    assert a.shape[:2] == (16, 16) and np.array_equal(a, b)
+    # The same seed gives the same image alone as in a batch of 8, up to one uint8 step: the
+    # CPU convolution kernels may block a batch of 1 and of 8 differently (float rounding),
+    # which seen once in a full 2-thread run flipped a value by 1 at the quantization.
+    assert a.shape[:2] == (16, 16)
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
     # The model is not constant: different seeds give different images.
     c = np.asarray(Image.open(out / "seed000004.png"))
     assert not np.array_equal(a, c)
