@@ -11,6 +11,7 @@ import pytest
 import torch
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "scaling.py"
+TEARDOWN_ABORT = "terminate called without an active exception"
 
 
 @pytest.mark.skipif(
@@ -25,6 +26,11 @@ def test_one_and_two_ranks_on_the_cpu(tmp_path):
         "--metrics-num", "32", "--device", "cpu", "--json", str(out),
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0 and TEARDOWN_ABORT in proc.stderr:
+        # Seen once (2026-12-02, clean-clone CI run under load): a rank aborted in C++ thread
+        # teardown at exit, after its work. Known open flake (docs/RELIABILITY.md); one retry,
+        # and a second failure of any kind still fails the test.
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(out.read_text())
     assert result["schema"] == "progan-scaling/1" and result["backend"] == "gloo"
