@@ -35,6 +35,22 @@ def test_evaluate_inception_metrics_with_random_weights():
     assert out["is"]["mean"] >= 1.0 - 1e-9
 
 
+def test_num_real_sets_the_fid_reference_size_only():
+    fake = _images(4, seed=0)
+    real = np.concatenate([fake, _images(8, seed=1)])  # its first 4 images are the fake ones
+    same = api.evaluate(["fid", "swd"], fake, real, 4, random_inception=True)
+    assert same["num_real_images"] == {"fid": 4, "swd": 4}
+    assert same["swd"]["avg"] == 0.0  # random weights: FID values are tiny, compare ratios
+    more = api.evaluate(["fid", "swd"], fake, real, 4, random_inception=True, num_real=12)
+    assert more["num_real_images"] == {"fid": 12, "swd": 4}  # SWD keeps equal counts
+    assert more["num_images"] == {"fid": 4, "swd": 4}
+    assert more["fid"] > 1e3 * abs(same["fid"]) and more["swd"]["avg"] == 0.0
+    capped = api.evaluate(["fid"], fake, real, 4, random_inception=True, num_real=1000)
+    assert capped["num_real_images"] == {"fid": 12} and capped["fid"] == pytest.approx(more["fid"])
+    with pytest.raises(ConfigError, match="num-real"):
+        api.evaluate(["fid"], fake, real, 4, random_inception=True, num_real=0)
+
+
 def test_registry_functions_and_names():
     assert set(api.METRICS) == {"swd", "ms-ssim", "fid", "is"}
     assert registry.resolve_names("MS_SSIM, swd,swd") == ["ms-ssim", "swd"]

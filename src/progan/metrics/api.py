@@ -148,6 +148,7 @@ def evaluate(
     progress: bool = False,
     comm: Collectives | None = None,
     fid_preprocess: str = "tf",
+    num_real: int | None = None,
 ) -> dict[str, Any]:
     """Compute ``metrics`` of ``fake_source`` (against ``real_source`` where needed).
 
@@ -171,6 +172,9 @@ def evaluate(
         fid_method: "eigh" (fast, default) or "sqrtm" (scipy reference).
         is_splits: Inception Score splits (10).
         progress: show tqdm progress bars.
+        num_real: real images for the FID statistics (None: as many as the fake side, capped by
+            the dataset). Lets a real-vs-real FID use unequal sets, e.g. CIFAR-10's 10,000 test
+            images against its 50,000 training images. SWD always uses equal counts.
         fid_preprocess: the Inception's input convention for FID and IS: "tf" (default; the
             TensorFlow graph's resize and scaling, as the paper, TTUR, NVIDIA's metrics and
             torch-fidelity) or "pytorch-fid" (see ``progan.metrics.inception_net``).
@@ -219,7 +223,12 @@ def evaluate(
             raise ConfigError("--num must be positive")
         for n in names:
             counts[n] = fake.available(counts[n])
-        real_counts = {n: real.available(counts[n]) for n in need_real}
+        if num_real is not None and num_real <= 0:
+            raise ConfigError(f"--num-real must be positive, got {num_real}")
+        real_counts = {
+            n: real.available(num_real if (num_real is not None and n == "fid") else counts[n])
+            for n in need_real
+        }
         if "swd" in real_counts:
             counts["swd"] = min(counts["swd"], real_counts["swd"])
             real_counts["swd"] = counts["swd"]
@@ -281,6 +290,7 @@ def evaluate(
     def results() -> dict[str, Any]:
         out: dict[str, Any] = {n: SPECS[n].result(states[n], summaries.get(n), ctx) for n in names}
         out["num_images"] = dict(counts)
+        out["num_real_images"] = dict(real_counts)
         out["seconds"] = time.perf_counter() - t0
         out["device"] = str(dev) if comm.world_size == 1 else f"{comm.world_size} x {dev}"
         return out

@@ -53,6 +53,12 @@ def add_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
         help="images per metric (default: each metric's own); under torchrun spell it "
         "--num-images (torchrun reads --num as its own --numa-binding)",
     )
+    p.add_argument(
+        "--num-real",
+        type=int,
+        help="real images for the FID statistics (default: as many as the evaluated side, "
+        "capped by the dataset), e.g. 50000 against CIFAR-10's 10000 test images",
+    )
     add_json(p, "write the results to this JSON file", to_file=True)
     add_device(p, "torch device (default: cuda when available)", default=None)
     p.add_argument("--batch-size", type=int, default=64)
@@ -78,9 +84,12 @@ def format_table(results: dict[str, Any]) -> str:
     """Human-readable lines: one per metric value."""
     lines = []
     for name, value in results.items():
-        if name in ("num_images", "seconds", "device"):
+        if name in ("num_images", "num_real_images", "seconds", "device"):
             continue
         n = results.get("num_images", {}).get(name, "")
+        n_real = results.get("num_real_images", {}).get(name)
+        if n_real is not None and n_real != n:
+            n = f"{n} vs {n_real} real"
         if isinstance(value, dict):
             for sub, v in value.items():
                 lines.append(f"{name + ' ' + sub:<16} {v:12.4f}   ({n} images)")
@@ -131,6 +140,7 @@ def _evaluate_and_report(args: argparse.Namespace, comm: Dist | None) -> int:
         fid_preprocess=args.fid_preprocess,
         progress=not args.quiet,
         comm=comm,
+        num_real=args.num_real,
     )
     if comm is not None and comm.rank != 0:
         return 0
