@@ -1,6 +1,7 @@
 """Training throughput: a plain fp32 reference step vs progan's real training step.
 
-    python benchmarks/throughput.py [--preset paper|small|tiny] [--resolutions 4,8,16,32]
+    python benchmarks/throughput.py [--preset paper|small|cpu|quickstart|tiny]
+        [--resolutions 4,8,16,32]
         [--variants fp32,tf32,bf16,channels_last,explicit,compile,lazy-gp4 | issue16]
         [--batch N] [--alpha 1,0.5] [--warmup N] [--steps N | --seconds S] [--repeats N]
         [--profile N [--profile-at 128,256]] [--project-resolution 1024]
@@ -125,7 +126,9 @@ SCHEMA = "progan-throughput/1"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--preset", default="paper", choices=("paper", "small", "tiny"))
+    ap.add_argument(
+        "--preset", default="paper", choices=("paper", "small", "cpu", "quickstart", "tiny")
+    )
     ap.add_argument("--resolutions", help="comma list (default: 4..1024 on CUDA, 4,8,16 on CPU)")
     ap.add_argument("--variants", help="comma list (default: fp32,tf32,bf16,channels_last on "
                     "CUDA, fp32 on CPU)")  # fmt: skip

@@ -7,7 +7,7 @@ import pytest
 
 from progan.data.create import create_dataset, make_synthetic_dataset
 from progan.data.dataset import ImageDataset
-from progan.data.synthetic import CLASSES, render_shape
+from progan.data.synthetic import BACKGROUND_COLORS, CLASSES, render_shape
 from progan.errors import DatasetError
 
 
@@ -19,6 +19,34 @@ def test_render_is_deterministic_and_independent_of_count():
     np.testing.assert_array_equal(a, b)
     assert la == lb and 0 <= la < len(CLASSES)
     assert not np.array_equal(a, c)
+
+
+def test_backgrounds_are_plain_and_shapes_are_large():
+    """The Quickstart's content: a flat background colour (every border pixel one of
+    BACKGROUND_COLORS) and a shape covering a large part of the image."""
+    colours = {tuple(c) for c in BACKGROUND_COLORS}
+    covered = []
+    for index in range(100):
+        img, _ = render_shape(seed=0, index=index, resolution=32)
+        border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
+        assert {tuple(int(v) for v in p) for p in border} <= colours, index
+        covered.append(np.mean(np.any(img != img[0, 0], axis=2)))
+    # circles of radius 0.28-0.38 cover 25-45 % of the image; rings and crosses less
+    assert 0.15 < np.mean(covered) < 0.45
+
+
+def test_squares_are_upright():
+    """Squares are axis-aligned (no rotation): the shape fills its bounding box, where a
+    square rotated by 45 degrees would fill half of it."""
+    squares = [i for i in range(200) if render_shape(0, i, 32)[1] == CLASSES.index("square")]
+    assert len(squares) > 20
+    for index in squares:
+        img, _ = render_shape(seed=0, index=index, resolution=32)
+        diff = np.abs(img.astype(int) - img[0, 0]).sum(axis=2)
+        shape = diff > diff.max() / 2  # pixels more than half covered
+        rows, cols = np.nonzero(shape)
+        box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+        assert shape.sum() / box > 0.9, index
 
 
 def test_make_synthetic_dataset(tmp_path):

@@ -1,11 +1,16 @@
-"""A built-in synthetic dataset (no download): coloured shapes on plain or gradient backgrounds.
+"""A built-in synthetic dataset (no download): bold coloured shapes on plain backgrounds.
 
 Each image shows one shape -- its class label -- among :data:`CLASSES`, drawn in a bright
-colour from :data:`SHAPE_COLORS` on a dark background from :data:`BACKGROUND_COLORS`, either
-plain or a linear gradient between two of them (a random direction). The shape's position,
-size and rotation vary a little. Image ``i`` depends only on ``(seed, i)``: the same seed gives
-the same images whatever ``count`` is. Shapes are drawn as a mask at 4x the resolution and
-box-filtered down (anti-aliased edges), then blended over the background.
+colour from :data:`SHAPE_COLORS` on a plain near-black background (:data:`BACKGROUND_COLORS`).
+The shape is large (radius :data:`SHAPE_RADIUS` of the image size), near the centre (offset up
+to :data:`CENTRE_JITTER`) and upright (axis-aligned squares and crosses, triangles pointing up);
+its colour, size and position vary. The content is deliberately simple -- flat colours, sharp
+edges, a handful of modes -- so that a small GAN trained for three CPU minutes (README
+Quickstart) draws it recognisably: a random rotation and five background colours, as this
+dataset had before, left such a run with soft blobs on murky backgrounds. Image ``i``
+depends only on ``(seed, i)``: the same seed gives the same images whatever ``count`` is.
+Shapes are drawn as a mask at 4x the resolution and box-filtered down (anti-aliased edges),
+then blended over the background.
 
 Use it as the source ``synthetic:shapes`` (``progan dataset create synthetic:shapes DEST
 --resolution 32 --max-images 2000``) or through
@@ -34,17 +39,17 @@ SHAPE_COLORS = (
     (240, 240, 240),  # white
     (250, 140, 20),  # orange
 )
-BACKGROUND_COLORS = (
-    (20, 20, 30),
-    (30, 50, 90),
-    (70, 20, 60),
-    (20, 70, 60),
-    (90, 80, 70),
-)
+BACKGROUND_COLORS = ((20, 20, 30),)  # one plain near-black background
 NAMES = ("shapes",)
 DEFAULT_COUNT = 5000
 DEFAULT_RESOLUTION = 32
 SUPERSAMPLE = 4
+SHAPE_RADIUS = (0.28, 0.38)  # range of the shape's radius, as a fraction of the image size
+CENTRE_JITTER = 0.06  # the shape's centre moves up to this fraction of the size from the middle
+# distance of each shape's outermost point from its centre, in units of its radius
+# polygon rotation that makes each shape upright (a vertex of the triangle at the top)
+UPRIGHT_ANGLE = {"square": math.pi / 4, "triangle": -math.pi / 2}
+EXTENT = {"circle": 1.0, "square": 1.15, "triangle": 1.25, "ring": 1.0, "cross": 1.15}
 
 
 def shape_label(seed: int, index: int) -> int:
@@ -53,16 +58,9 @@ def shape_label(seed: int, index: int) -> int:
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """float (size, size, 3) background: plain (1/3) or a linear two-colour gradient."""
-    a = np.array(BACKGROUND_COLORS[rng.integers(len(BACKGROUND_COLORS))], dtype=np.float64)
-    if rng.random() < 1 / 3:
-        return np.broadcast_to(a, (size, size, 3)).copy()
-    b = np.array(BACKGROUND_COLORS[rng.integers(len(BACKGROUND_COLORS))], dtype=np.float64)
-    b = b + 60.0  # keep the two ends distinct even when the same colour is drawn twice
-    angle = rng.uniform(0, 2 * math.pi)
-    ys, xs = np.mgrid[0:size, 0:size] / max(size - 1, 1) - 0.5
-    t = np.clip(xs * math.cos(angle) + ys * math.sin(angle) + 0.5, 0.0, 1.0)[..., None]
-    return a * (1 - t) + b * t
+    """float (size, size, 3) plain background in one of :data:`BACKGROUND_COLORS`."""
+    color = np.array(BACKGROUND_COLORS[rng.integers(len(BACKGROUND_COLORS))], dtype=np.float64)
+    return np.broadcast_to(color, (size, size, 3)).copy()
 
 
 def _polygon(cx: float, cy: float, r: float, n: int, angle: float) -> list[tuple[float, float]]:
@@ -84,13 +82,16 @@ def render_shape(seed: int, index: int, resolution: int) -> tuple[np.ndarray, in
     color = np.array(SHAPE_COLORS[rng.integers(len(SHAPE_COLORS))]) + rng.integers(-15, 16, 3)
     color = np.clip(color, 0, 255).astype(np.float64)
     size = resolution * SUPERSAMPLE
-    r = size * rng.uniform(0.22, 0.34)
-    cx = size / 2 + rng.uniform(-0.12, 0.12) * size
-    cy = size / 2 + rng.uniform(-0.12, 0.12) * size
-    angle = rng.uniform(0, 2 * math.pi)
+    r = size * rng.uniform(*SHAPE_RADIUS)
+    name = CLASSES[label]
+    # keep the whole shape (its outermost point at EXTENT * r) off the border pixels
+    r = min(r, 0.45 * size / EXTENT[name])
+    jitter = max(0.0, min(CENTRE_JITTER, 0.45 - EXTENT[name] * r / size))
+    cx = size / 2 + rng.uniform(-jitter, jitter) * size
+    cy = size / 2 + rng.uniform(-jitter, jitter) * size
+    angle = UPRIGHT_ANGLE.get(name, 0.0)
     mask = Image.new("L", (size, size), 0)
     draw = ImageDraw.Draw(mask)
-    name = CLASSES[label]
     if name == "circle":
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=255)
     elif name == "square":
