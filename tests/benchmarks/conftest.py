@@ -32,3 +32,9 @@ def tp():
 def db():
     """benchmarks/double_backward.py as a module."""
     yield from _load("double_backward.py", "progan_bench_double_backward")
+
+
+@pytest.fixture(scope="module")
+def qs():
+    """benchmarks/quickstart.py as a module."""
+    yield from _load("quickstart.py", "progan_bench_quickstart")
