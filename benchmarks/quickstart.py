@@ -52,6 +52,15 @@ def command_one(readme: Path) -> str:
     raise SystemExit(f"{readme}: no line starting with '# 1.'")
 
 
+def run_paths(tree: Path, line: str) -> tuple[Path, Path]:
+    """(dataset, run folder) that command 1 ``line`` writes, inside ``tree``."""
+    data = re.search(r"--data (\S+)", line)
+    outdir = re.search(r"--outdir (\S+)", line)
+    if data is None or outdir is None:
+        raise SystemExit(f"command 1 has no --data or --outdir: {line}")
+    return tree / data.group(1), tree / outdir.group(1)
+
+
 def copy_tree(dest: Path) -> None:
     files = subprocess.run(
         ["git", "ls-files", "-z"], cwd=REPO, check=True, capture_output=True
@@ -105,10 +114,9 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="progan-quickstart-"))
     tree = work / "progan"
     line = command_one(REPO / "README.md")
+    data, run_dir = run_paths(tree, line)
     if args.measure_only:
-        data = tree / re.search(r"--data (\S+)", line).group(1)
-        quality = swd_table(tree / re.search(r"--outdir (\S+)", line).group(1), data, args.num)
-        print(json.dumps(quality, indent=2))
+        print(json.dumps(swd_table(run_dir, data, args.num), indent=2))
         return
     if tree.exists():
         shutil.rmtree(tree)
@@ -133,8 +141,6 @@ def main() -> None:
         if proc.returncode:
             raise SystemExit(f"step failed (rc {proc.returncode}): {step}")
     total = time.perf_counter() - t_all
-    data = tree / re.search(r"--data (\S+)", line).group(1)
-    run_dir = tree / re.search(r"--outdir (\S+)", line).group(1)
     quality = swd_table(run_dir, data, args.num)
     result = {
         "command": line if not args.skip_install else " && ".join(steps),

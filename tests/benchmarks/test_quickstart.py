@@ -4,7 +4,6 @@ what README and docs/RESULTS.md say about them."""
 from __future__ import annotations
 
 import json
-import re
 import shlex
 from pathlib import Path
 
@@ -28,7 +27,8 @@ def test_command_one_is_the_readme_quickstart_pipeline(qs):
     # the benchmark finds the dataset and the run by these options: they must agree
     assert train[train.index("--data") + 1] == create[4]
     assert generate[2] == train[train.index("--outdir") + 1]
-    assert re.search(r"--data (\S+)", line).group(1) == create[4]
+    data, run_dir = qs.run_paths(Path("/tree"), line)
+    assert data == Path("/tree") / create[4] and run_dir == Path("/tree") / generate[2]
     assert train[train.index("--preset") + 1] == "quickstart"
 
 

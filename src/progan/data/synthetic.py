@@ -46,9 +46,9 @@ DEFAULT_RESOLUTION = 32
 SUPERSAMPLE = 4
 SHAPE_RADIUS = (0.28, 0.38)  # range of the shape's radius, as a fraction of the image size
 CENTRE_JITTER = 0.06  # the shape's centre moves up to this fraction of the size from the middle
-# distance of each shape's outermost point from its centre, in units of its radius
 # polygon rotation that makes each shape upright (a vertex of the triangle at the top)
 UPRIGHT_ANGLE = {"square": math.pi / 4, "triangle": -math.pi / 2}
+# distance of each shape's outermost point from its centre, in units of its radius
 EXTENT = {"circle": 1.0, "square": 1.15, "triangle": 1.25, "ring": 1.0, "cross": 1.15}
 
 
