@@ -59,6 +59,10 @@ class NetworkConfig:
     # values; backward written as ordinary convolutions so that the gradient penalty's double
     # backward avoids PyTorch's generic one; nn/conv_ops.py). A speed option, not a model change.
     conv_impl: str = "native"
+    # D's second convolution of each block: False = convolution, bias, leaky ReLU, then 2x2
+    # average pooling (the paper's order); True = pooling before the bias and activation, as
+    # the official code's fused Conv1_down (fused_scale=True) computes (set by progan.official).
+    d_pool_before_activation: bool = False
 
     def validate(self) -> None:
         log2 = math.log2(self.resolution) if self.resolution > 0 else -1

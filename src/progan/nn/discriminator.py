@@ -31,7 +31,9 @@ class DiscriminatorBlock(nn.Module):
     """Two 3x3 convolutions with leaky ReLU, then 2x2 average pooling.
 
     (N, ch, H, W) -> (N, out_ch, H/2, W/2). With ``cfg.layernorm_d`` each convolution is
-    followed by layer normalization before its activation.
+    followed by layer normalization before its activation. With
+    ``cfg.d_pool_before_activation`` the pooling comes right after the second convolution
+    (before its activation), as in the official code's fused ``Conv1_down``.
     """
 
     def __init__(self, ch: int, out_ch: int, cfg: NetworkConfig) -> None:
@@ -41,9 +43,12 @@ class DiscriminatorBlock(nn.Module):
         self.conv1 = EqualizedConv2d(ch, out_ch, 3, equalized=equalized)
         self.norm0 = _norm(ch, cfg)
         self.norm1 = _norm(out_ch, cfg)
+        self.pool_first = cfg.d_pool_before_activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = leaky_relu(self.norm0(self.conv0(x)))
+        if self.pool_first:  # the bias commutes with the pooling; the activation does not
+            return leaky_relu(self.norm1(downsample2x(self.conv1(x))))
         return downsample2x(leaky_relu(self.norm1(self.conv1(x))))
 
 
