@@ -1,7 +1,8 @@
 """The ``progan`` command: a thin argparse layer over the Python API.
 
 Sub-commands: ``dataset create|info|align-faces``, ``train``, ``generate``, ``metrics``,
-``video``, ``timelapse``, ``grid``, ``neighbors``, ``experiment ablation|convergence``, ``plot``.
+``video``, ``timelapse``, ``grid``, ``neighbors``, ``experiment ablation|convergence``, ``plot``,
+``convert`` (official network pickles).
 Each one parses its options, calls one API function and prints the result. A
 :class:`progan.errors.ProganError` is printed as ``Error: ...`` with exit status 2; Ctrl-C exits
 with status 130.
@@ -227,9 +228,13 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "generate",
         help="images from a trained generator",
-        description="Generate images from a snapshot (.safetensors) or run folder.",
+        description="Generate images from a snapshot (.safetensors), a run folder or an "
+        "official network pickle (karras2018iclr-*.pkl).",
     )
-    p.add_argument("checkpoint", help="snapshot-*.safetensors or a run folder (newest snapshot)")
+    p.add_argument(
+        "checkpoint",
+        help="snapshot-*.safetensors, a run folder (newest snapshot) or an official .pkl (Gs)",
+    )
     p.add_argument("--seeds", default="0-63", help="e.g. 0-63 or 1,5,9-12 [0-63]")
     p.add_argument("--grid", help="write one grid PNG here")
     p.add_argument("--outdir", help="write one PNG per seed into this folder")
@@ -303,10 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_metrics_command(sub)
     add_tool_commands(sub, dataset_sub)
     from progan.experiments.commands import add_command as add_experiment_command
+    from progan.official.commands import add_command as add_convert_command
     from progan.tools.plot import add_command as add_plot_command
 
     add_experiment_command(sub)
     add_plot_command(sub)
+    add_convert_command(sub)
     return parser
 
 

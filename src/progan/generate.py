@@ -20,13 +20,20 @@ from progan.train.checkpoint import load_generator_snapshot, newest_snapshot, re
 def load_generator(
     path: str | Path, device: str | torch.device = "cpu", best: bool = False
 ) -> Generator:
-    """A generator in eval mode from a ``.safetensors`` snapshot or a run folder (its newest
-    snapshot, or with ``best=True`` the best one by the training metric, see ``best.json``).
+    """A generator in eval mode from a ``.safetensors`` snapshot, a run folder (its newest
+    snapshot, or with ``best=True`` the best one by the training metric, see ``best.json``),
+    or an official network pickle (``karras2018iclr-*.pkl``: its Gs, read without running
+    anything, :mod:`progan.official`).
 
     A snapshot taken before the network was fully grown loads with ``default_depth`` and
-    ``default_alpha`` set to the depth and fade it was trained to.
+    ``default_alpha`` set to the depth and fade it was trained to (an official pickle: those
+    of its ``lod``).
     """
     path = Path(path)
+    if not best and path.suffix.lower() in (".pkl", ".pickle") and not path.is_dir():
+        from progan.official.load import build_generator, read_official
+
+        return build_generator(read_official(path), "Gs").requires_grad_(False).to(device)
     if best:
         record = read_best(path) if path.is_dir() else None
         if record is None:

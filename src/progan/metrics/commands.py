@@ -41,7 +41,7 @@ def add_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
         description="Evaluate a generator checkpoint against a dataset (or a dataset against "
         "another with --against). Prints a table; --json writes the numbers.",
     )
-    p.add_argument("checkpoint", nargs="?", help=".safetensors snapshot or run folder")
+    p.add_argument("checkpoint", nargs="?", help="snapshot, run folder or official .pkl")
     p.add_argument("--data", required=True, help="reference (real) dataset: zip or folder")
     p.add_argument("--against", help="second dataset evaluated instead of a checkpoint")
     p.add_argument("--metrics", default="swd,ms-ssim,fid,is", help="comma-separated list")

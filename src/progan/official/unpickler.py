@@ -43,6 +43,10 @@ class OfficialNetwork:
         self.state = state
 
 
+class _Refused(pickle.UnpicklingError):
+    """An allowed global was called with arguments outside the format (nothing was run)."""
+
+
 def _numpy_function(names: tuple[str, ...], attr: str) -> Any:
     for name in names:
         try:
@@ -59,39 +63,39 @@ _SAFE_DTYPE_KINDS = "biuf"  # bool, signed and unsigned integers, floats
 
 def _checked_dtype(dtype: np.dtype) -> np.dtype:
     if dtype.hasobject or dtype.fields is not None or dtype.kind not in _SAFE_DTYPE_KINDS:
-        raise pickle.UnpicklingError(f"data type {dtype.str!r} refused (only numbers allowed)")
+        raise _Refused(f"data type {dtype.str!r} refused (only numbers allowed)")
     return dtype
 
 
 def _safe_dtype(spec: Any, align: Any = False, copy: Any = False) -> np.dtype:
     """``numpy.dtype`` restricted to numeric types given by a type string such as 'f4'."""
     if not isinstance(spec, str):
-        raise pickle.UnpicklingError(f"data type {spec!r} refused (only type strings allowed)")
+        raise _Refused(f"data type {spec!r} refused (only type strings allowed)")
     return _checked_dtype(np.dtype(spec, align=bool(align), copy=bool(copy)))
 
 
 def _safe_reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
     if subtype is not np.ndarray:
-        raise pickle.UnpicklingError("only plain numpy arrays are allowed")
+        raise _Refused("only plain numpy arrays are allowed")
     return _RECONSTRUCT(subtype, shape, dtype)
 
 
 def _safe_scalar(dtype: Any, data: Any = None) -> Any:
     if not isinstance(dtype, np.dtype) or not isinstance(data, bytes):
-        raise pickle.UnpicklingError("numpy scalar with unexpected arguments refused")
+        raise _Refused("numpy scalar with unexpected arguments refused")
     return _SCALAR(_checked_dtype(dtype), data)
 
 
 def _safe_frombuffer(buffer: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
     if not isinstance(dtype, np.dtype):
-        raise pickle.UnpicklingError("array buffer with unexpected arguments refused")
+        raise _Refused("array buffer with unexpected arguments refused")
     return _FROMBUFFER(buffer, _checked_dtype(dtype), shape, order)
 
 
 def _safe_encode(text: Any, encoding: Any = "utf-8", errors: Any = "strict") -> bytes:
     """``_codecs.encode`` as protocol-2 pickles use it for bytes: str -> latin-1 bytes."""
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError("_codecs.encode is allowed only for latin-1 text")
+        raise _Refused("_codecs.encode is allowed only for latin-1 text")
     return text.encode("latin-1")
 
 
@@ -160,6 +164,8 @@ def read_pickle(path: str | Path) -> tuple[NetworkState, NetworkState, NetworkSt
         loaded = RestrictedUnpickler(io.BytesIO(data), str(path)).load()
     except CheckpointError:
         raise
+    except _Refused as exc:
+        raise UnsafePickleError(f"{path}: refused: {exc} (nothing in the file was run)") from exc
     except Exception as exc:
         raise CheckpointError(
             f"{path}: not a complete network pickle (truncated or corrupt: "

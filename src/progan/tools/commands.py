@@ -179,7 +179,7 @@ def add_commands(subparsers, dataset_subparsers) -> None:
         description="Render a looping video of smooth random walks through latent space "
         "(paper Section 6.3): per-frame Gaussian latents blurred over time.",
     )
-    p.add_argument("checkpoint", help="generator snapshot (.safetensors) or run folder")
+    p.add_argument("checkpoint", help="generator snapshot, run folder or official .pkl")
     p.add_argument("--out", default="interp.mp4", help="output MP4 (default: interp.mp4)")
     p.add_argument("--seconds", type=float, default=10.0, help="length in seconds (default 10)")
     p.add_argument("--fps", type=float, default=30.0, help="frames per second (default 30)")
@@ -218,7 +218,7 @@ def add_commands(subparsers, dataset_subparsers) -> None:
         help="nearest training images of generated images (paper Figure 10)",
         description="Each output row: a generated image, then its k nearest training images.",
     )
-    p.add_argument("checkpoint", help="generator snapshot (.safetensors) or run folder")
+    p.add_argument("checkpoint", help="generator snapshot, run folder or official .pkl")
     p.add_argument("dataset", help="progan dataset (zip or folder)")
     p.add_argument("--out", default="neighbors.png", help="output PNG (default neighbors.png)")
     p.add_argument("--num", type=int, default=8, help="generated images (rows, default 8)")
