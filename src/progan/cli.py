@@ -123,6 +123,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         metavar="RUN_OR_CHECKPOINT",
         help="continue a run folder (newest good checkpoint) or a state-*.pt file",
     )
+    p.add_argument(
+        "--init-from",
+        metavar="FILE",
+        help="start from these weights (fine-tuning): an official karras2018iclr-*.pkl, "
+        "progan convert's networks.pt, a state-*.pt or run folder (G, D, EMA G), or a "
+        "snapshot (G; fresh D). The network and its depth come from the file; fresh optimizers",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
@@ -182,6 +189,11 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.metrics:
         overrides["metrics"] = [m.strip() for m in args.metrics.split(",") if m.strip()]
     # mirror: configure() defaults it from the dataset's source kind (official configs)
+    if args.init_from:
+        for flag in ("fmap_base", "fmap_max", "latent_size"):
+            if getattr(args, flag) is not None:
+                raise ProganError(f"--{flag.replace('_', '-')} does not apply with --init-from")
+        overrides["init_from"] = args.init_from
     cfg = configure(args.data, args.outdir, args.preset, args.resolution, args.cond, **overrides)
     if args.preset == "official-v2" and (args.batch is None or args.lr is None):
         world = args.gpus if args.gpus > 1 else env_world_size()

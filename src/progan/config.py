@@ -209,6 +209,9 @@ class TrainConfig:
     # FID and IS at snapshots: the Inception's input convention (FID_PREPROCESS); "tf" gives
     # numbers comparable with the paper's (configs written before this option load with it)
     fid_preprocess: str = "tf"
+    # Starting weights of a new run (fine-tuning): an official .pkl, progan's networks.pt,
+    # training state, run folder or snapshot (progan.train.init_from); "" = random weights.
+    init_from: str = ""
 
     def validate(self) -> None:
         self.network.validate()

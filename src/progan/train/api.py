@@ -35,6 +35,7 @@ def configure(
     preset_name: str = "paper",
     resolution: int | None = None,
     conditional: bool = False,
+    init_from: str | Path | None = None,
     **overrides: Any,
 ) -> TrainConfig:
     """A validated :class:`TrainConfig` for a dataset: network shape from the dataset
@@ -77,6 +78,11 @@ def configure(
         if not hasattr(cfg, key):
             raise ConfigError(f"unknown training option {key!r}")
         setattr(cfg, key, value)
+    if init_from:
+        from progan.train.init_from import apply_init, read_init
+
+        cfg.init_from = str(init_from)
+        apply_init(cfg, read_init(init_from), ds.channels, res)
     cfg.validate()
     return cfg
 
@@ -163,6 +169,16 @@ def _train(
             del state
             if progress and main:
                 tqdm.write(f"Resuming {run_dir} at {trainer.images / 1000:.3f} kimg from {source}")
+        elif cfg.init_from:
+            from progan.train.init_from import read_init
+
+            def load_init() -> dict[str, Any]:
+                init = read_init(cfg.init_from)
+                return {"G": init.G, "D": init.D, "G_ema": init.G_ema}
+
+            trainer.init_weights(on_main_shared(ctx, load_init, "loading --init-from"))
+            if progress and main:
+                tqdm.write(f"Starting from the weights of {cfg.init_from}")
         provenance.record_session(run_dir, ctx, trainer.device, started, resumed_from=source)
         trainer.run(max_ticks=max_ticks, max_seconds=max_seconds)
         if trainer.stop_requested and main:

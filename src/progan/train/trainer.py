@@ -358,6 +358,18 @@ class Trainer(StepMixin, SnapshotMixin, RunLoopMixin):
         if self.stream is not None:
             self._open_stream_at(self._data_position)
 
+    def init_weights(self, weights: dict[str, Any]) -> None:
+        """Start from given weights (``--init-from``): state dicts ``G``, ``G_ema`` and ``D``
+        (None keeps D's fresh random weights); optimizers stay fresh."""
+        source = self.cfg.init_from or "--init-from"
+        try:
+            self.G.load_state_dict(weights["G"])
+            self.G_ema.load_state_dict(weights["G_ema"])
+            if weights.get("D") is not None:
+                self.D.load_state_dict(weights["D"])
+        except (RuntimeError, KeyError) as exc:
+            raise CheckpointError(f"{source}: weights do not fit the network: {exc}") from exc
+
     def _open_stream_at(self, position: int) -> None:
         if self.stream is not None:
             self.stream.close()
