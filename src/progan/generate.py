@@ -30,9 +30,9 @@ def load_generator(
     of its ``lod``).
     """
     path = Path(path)
-    if not best and path.suffix.lower() in (".pkl", ".pickle") and not path.is_dir():
-        from progan.official.load import build_generator, read_official
+    from progan.official.load import build_generator, is_official_pickle, read_official
 
+    if not best and is_official_pickle(path):
         return build_generator(read_official(path), "Gs").requires_grad_(False).to(device)
     if best:
         record = read_best(path) if path.is_dir() else None

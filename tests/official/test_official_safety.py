@@ -184,6 +184,11 @@ def test_theano_era_state_says_what_to_do(in_tmp):
     path = dump_networks(in_tmp / "theano.pkl", [theano] * 3)
     with pytest.raises(CheckpointError, match=r"original Theano code.*legacy\.py"):
         read_official(path)
+    # as the Theano code pickled it: class network.Network (refused by name, same advice)
+    path = dump_networks(in_tmp / "theano2.pkl", [theano] * 3, cls=make_network_class("network"))
+    with pytest.raises(CheckpointError, match=r"original Theano code.*legacy\.py") as err:
+        read_official(path)
+    assert not isinstance(err.value, UnsafePickleError)
 
 
 def test_other_shapes_of_pickle(in_tmp):

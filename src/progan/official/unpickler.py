@@ -122,6 +122,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         self.source = source
 
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("network", "Network"):  # the original Theano code's class
+            raise CheckpointError(f"{self.source}: {THEANO_MESSAGE}")
         try:
             return ALLOWED_GLOBALS[(module, name)]
         except KeyError:
@@ -134,6 +136,12 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise UnsafePickleError(f"{self.source}: refused: persistent references are not allowed")
 
 
+THEANO_MESSAGE = (
+    "a network of the original Theano code (network.Network, a state without 'version'); "
+    "only the TensorFlow-era format (version 2, the published karras2018iclr-*.pkl) is "
+    "supported: convert it once with the official code (legacy.py: misc.load_pkl, then "
+    "misc.save_pkl)"
+)
 STATE_KEYS = {"version", "name", "static_kwargs", "build_module_src", "build_func_name",
               "variables"}  # fmt: skip
 THEANO_KEYS = {"build_func_spec", "param_values"}
@@ -197,11 +205,7 @@ def _validate_state(path: Path, role: str, state: Any) -> NetworkState:
     if not isinstance(state, dict):
         raise CheckpointError(f"{where}: state is a {type(state).__name__}, not a dict")
     if set(state) >= THEANO_KEYS and "version" not in state:
-        raise CheckpointError(
-            f"{where}: a network of the original Theano code (state without 'version'); only "
-            "the TensorFlow-era format (version 2, the published karras2018iclr-*.pkl) is "
-            "supported: convert it once with the official legacy.py"
-        )
+        raise CheckpointError(f"{where}: {THEANO_MESSAGE}")
     if state.get("version") != 2:
         raise CheckpointError(
             f"{where}: unknown state version {state.get('version')!r} (only 2 is known)"

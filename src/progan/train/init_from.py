@@ -49,9 +49,9 @@ def read_init(path: str | Path) -> InitWeights:
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: --init-from file not found")
-    if path.suffix.lower() in (".pkl", ".pickle"):
-        from progan.official.load import read_official
+    from progan.official.load import is_official_pickle, read_official
 
+    if is_official_pickle(path):
         off = read_official(path)
         sds = off.state_dicts
         return InitWeights(off.network, sds["G"], sds["D"], sds["Gs"], off.depth["G"],
