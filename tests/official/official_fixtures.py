@@ -52,17 +52,24 @@ def nf(kw: dict, stage: int) -> int:
                kw["fmap_max"])  # fmt: skip
 
 
+def _variable_list(rng: np.random.Generator, lod: float):
+    """(list starting with lod, layer(name, weight shape, bias size) appending random values)."""
+    out: list[tuple[str, object]] = [("lod", np.float32(lod))]
+
+    def layer(name, shape, nbias):
+        out.append((f"{name}/weight", rng.standard_normal(shape).astype(np.float32)))
+        out.append((f"{name}/bias", (0.3 * rng.standard_normal(nbias)).astype(np.float32)))
+
+    return out, layer
+
+
 def g_variables(kw: dict, rng: np.random.Generator, lod: float) -> list[tuple[str, object]]:
     """G_paper's variables in template-graph order: lod, 4x4, ToRGB(4x4), then per res."""
     r2 = int(np.log2(kw["resolution"]))
     latent = kw.get("latent_size") or nf(kw, 0)
     fused = kw.get("fused_scale", True)
     ch = kw["num_channels"]
-    out: list[tuple[str, object]] = [("lod", np.float32(lod))]
-
-    def layer(name, shape, nbias):
-        out.append((f"{name}/weight", rng.standard_normal(shape).astype(np.float32)))
-        out.append((f"{name}/bias", (0.3 * rng.standard_normal(nbias)).astype(np.float32)))
+    out, layer = _variable_list(rng, lod)
 
     layer("4x4/Dense", (latent + kw.get("label_size", 0), nf(kw, 1) * 16), nf(kw, 1))
     layer("4x4/Conv", (3, 3, nf(kw, 1), nf(kw, 1)), nf(kw, 1))
@@ -83,12 +90,7 @@ def d_variables(kw: dict, rng: np.random.Generator, lod: float) -> list[tuple[st
     r2 = int(np.log2(kw["resolution"]))
     fused = kw.get("fused_scale", True)
     ch = kw["num_channels"]
-    out: list[tuple[str, object]] = [("lod", np.float32(lod))]
-
-    def layer(name, shape, nbias):
-        out.append((f"{name}/weight", rng.standard_normal(shape).astype(np.float32)))
-        out.append((f"{name}/bias", (0.3 * rng.standard_normal(nbias)).astype(np.float32)))
-
+    out, layer = _variable_list(rng, lod)
     layer("FromRGB_lod0", (1, 1, ch, nf(kw, r2 - 1)), nf(kw, r2 - 1))
     for res in range(r2, 2, -1):
         s = f"{2**res}x{2**res}"

@@ -194,32 +194,35 @@ def _res(depth: int) -> str:
     return f"{r}x{r}"
 
 
+def _put(out: dict[str, torch.Tensor], key: str, pair: tuple[torch.Tensor, torch.Tensor]) -> None:
+    out[f"{key}.weight"], out[f"{key}.bias"] = pair
+
+
+def _start(path: Path, state: NetworkState) -> tuple[bool, _Reader, dict[str, torch.Tensor]]:
+    """(fused_scale, a reader of the state's variables, an empty progan state dict)."""
+    return bool(settings(path, state)["fused_scale"]), _Reader(path, state), {}
+
+
 def generator_state_dict(
     path: Path, state: NetworkState, cfg: NetworkConfig
 ) -> dict[str, torch.Tensor]:
     """progan ``Generator`` weights from a ``G_paper`` state (G or Gs)."""
-    fused = bool(settings(path, state)["fused_scale"])
-    rd = _Reader(path, state)
-    out: dict[str, torch.Tensor] = {}
+    fused, rd, out = _start(path, state)
     c0 = cfg.num_features(0)
     dense = rd.dense("4x4/Dense", cfg.latent_size + cfg.label_size, 16 * c0)
     out["blocks.0.dense.weight"] = dense * dense_gain_factor(path, state)
     out["blocks.0.bias"] = rd.bias("4x4/Dense", c0)
-    out["blocks.0.conv1.weight"], out["blocks.0.conv1.bias"] = rd.conv("4x4/Conv", 3, c0, c0)
+    _put(out, "blocks.0.conv1", rd.conv("4x4/Conv", 3, c0, c0))
     for depth in range(1, cfg.max_depth + 1):
         cin, cout, res = cfg.num_features(depth - 1), cfg.num_features(depth), _res(depth)
-        conv0 = (
-            rd.conv_up(f"{res}/Conv0_up", cin, cout)
-            if fused
-            else rd.conv(f"{res}/Conv0", 3, cin, cout)
-        )
-        out[f"blocks.{depth}.conv0.weight"], out[f"blocks.{depth}.conv0.bias"] = conv0
-        conv1 = rd.conv(f"{res}/Conv1", 3, cout, cout)
-        out[f"blocks.{depth}.conv1.weight"], out[f"blocks.{depth}.conv1.bias"] = conv1
+        if fused:
+            _put(out, f"blocks.{depth}.conv0", rd.conv_up(f"{res}/Conv0_up", cin, cout))
+        else:
+            _put(out, f"blocks.{depth}.conv0", rd.conv(f"{res}/Conv0", 3, cin, cout))
+        _put(out, f"blocks.{depth}.conv1", rd.conv(f"{res}/Conv1", 3, cout, cout))
     for depth in range(cfg.max_depth + 1):
         name = f"ToRGB_lod{cfg.max_depth - depth}"
-        w, b = rd.conv(name, 1, cfg.num_features(depth), cfg.channels)
-        out[f"to_rgb.{depth}.weight"], out[f"to_rgb.{depth}.bias"] = w, b
+        _put(out, f"to_rgb.{depth}", rd.conv(name, 1, cfg.num_features(depth), cfg.channels))
     rd.check_all_used()
     return out
 
@@ -228,25 +231,18 @@ def discriminator_state_dict(
     path: Path, state: NetworkState, cfg: NetworkConfig
 ) -> dict[str, torch.Tensor]:
     """progan ``Discriminator`` weights from a ``D_paper`` state."""
-    fused = bool(settings(path, state)["fused_scale"])
-    rd = _Reader(path, state)
-    out: dict[str, torch.Tensor] = {}
+    fused, rd, out = _start(path, state)
     for depth in range(cfg.max_depth + 1):
         name = f"FromRGB_lod{cfg.max_depth - depth}"
-        w, b = rd.conv(name, 1, cfg.channels, cfg.num_features(depth))
-        out[f"from_rgb.{depth}.weight"], out[f"from_rgb.{depth}.bias"] = w, b
+        _put(out, f"from_rgb.{depth}", rd.conv(name, 1, cfg.channels, cfg.num_features(depth)))
     for depth in range(1, cfg.max_depth + 1):
         ch, cout, res = cfg.num_features(depth), cfg.num_features(depth - 1), _res(depth)
-        out[f"blocks.{depth}.conv0.weight"], out[f"blocks.{depth}.conv0.bias"] = rd.conv(
-            f"{res}/Conv0", 3, ch, ch
-        )
+        _put(out, f"blocks.{depth}.conv0", rd.conv(f"{res}/Conv0", 3, ch, ch))
         conv1 = f"{res}/Conv1_down" if fused else f"{res}/Conv1"
-        out[f"blocks.{depth}.conv1.weight"], out[f"blocks.{depth}.conv1.bias"] = rd.conv(
-            conv1, 3, ch, cout
-        )
+        _put(out, f"blocks.{depth}.conv1", rd.conv(conv1, 3, ch, cout))
     c0 = cfg.num_features(0)
     extra = 1 if cfg.mbstd_group_size > 0 else 0
-    out["blocks.0.conv.weight"], out["blocks.0.conv.bias"] = rd.conv("4x4/Conv", 3, c0 + extra, c0)
+    _put(out, "blocks.0.conv", rd.conv("4x4/Conv", 3, c0 + extra, c0))
     out["blocks.0.dense0.weight"] = rd.dense("4x4/Dense0", 16 * c0, c0)
     out["blocks.0.dense0.bias"] = rd.bias("4x4/Dense0", c0)
     out["blocks.0.dense1.weight"] = rd.dense("4x4/Dense1", c0, 1 + cfg.label_size)
