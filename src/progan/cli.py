@@ -159,6 +159,8 @@ def _run_train(args: argparse.Namespace) -> int:
         return launch_local(args.gpus, _run_train, argparse.Namespace(**{**vars(args), "gpus": 0}))
     dist_kw = {"progress": not args.no_progress, "dist_timeout": args.dist_timeout}
     max_seconds = None if args.max_minutes is None else 60.0 * args.max_minutes
+    if args.resume and args.init_from:
+        raise ProganError("--init-from starts a new run; --resume continues one: give one of them")
     if args.resume:
         run_dir = train(
             resume=args.resume, total_kimg=args.kimg, max_seconds=max_seconds, **dist_kw

@@ -117,3 +117,5 @@ def test_cli_dry_run_and_refused_width_flags(data16, tmp_path, capsys):
     assert cfg["init_from"] == str(pkl) and cfg["network"]["fmap_base"] == 32
     assert main([*args, "--fmap-base", "64"]) == 2
     assert "does not apply with --init-from" in capsys.readouterr().err
+    assert main([*args, "--resume", str(tmp_path)]) == 2
+    assert "give one of them" in capsys.readouterr().err
