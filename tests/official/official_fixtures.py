@@ -43,8 +43,13 @@ def D_paper(images_in, **kwargs):
 MARKER_NAME = "EXECUTED_BUILD_MODULE_SRC"
 
 
-def module_src(early_gain: bool = False) -> str:
-    return MODULE_SRC.replace("{gain}", "" if early_gain else "gain=np.sqrt(2)/4, ")
+def module_src(early_gain: bool | str = False) -> str:
+    """early_gain: False = gain=np.sqrt(2)/4 (April 2018 on); True = no gain (February
+    2018: the default sqrt(2)); a string = that text in place of the gain argument."""
+    gain = (
+        early_gain if isinstance(early_gain, str) else "" if early_gain else "gain=np.sqrt(2)/4, "
+    )
+    return MODULE_SRC.replace("{gain}", gain)
 
 
 def nf(kw: dict, stage: int) -> int:

@@ -18,6 +18,7 @@ from official_fixtures import (
     write_official,
 )
 
+from progan.errors import CheckpointError
 from progan.generate import upscale_nearest
 from progan.official import load_official_networks, read_official
 from progan.official.load import build_discriminator, build_generator
@@ -140,6 +141,11 @@ def test_early_code_dense_gain_sqrt2_is_read_from_the_files_source(tmp_path):
     assert official.dense_gain_factor == 4.0
     path2, _arrays2, _ = write_official(tmp_path / "apr.pkl", gk, dk, seed=6)
     assert read_official(path2).dense_gain_factor == 1.0
+    path3, _, _ = write_official(tmp_path / "x.pkl", gk, dk, early_gain="gain=np.sqrt(2), ")
+    assert read_official(path3).dense_gain_factor == 4.0
+    path4, _, _ = write_official(tmp_path / "y.pkl", gk, dk, early_gain="gain=0.5, ")
+    with pytest.raises(CheckpointError, match="unknown gain"):
+        read_official(path4)
 
 
 def test_conditional_networks_and_explicit_settings(tmp_path):

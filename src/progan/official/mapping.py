@@ -121,7 +121,8 @@ def dense_gain_factor(path: Path, state: NetworkState) -> float:
     """Multiplier that brings G's stored ``4x4/Dense`` weights to progan's gain sqrt(2)/4:
     1 when the file's ``networks.py`` text gives that layer ``gain=np.sqrt(2)/4`` (or the
     weights are stored scaled, ``use_wscale=False``), 4 when it gives no gain (the default
-    sqrt(2) of February 2018). The text is only searched, never run."""
+    sqrt(2), as the February 2018 code did) or ``gain=np.sqrt(2)``. The text is only
+    searched, never run."""
     if not state.static_kwargs.get("use_wscale", True):
         return 1.0
     src = state.build_module_src
@@ -135,7 +136,7 @@ def dense_gain_factor(path: Path, state: NetworkState) -> float:
     call = re.sub(r"\s", "", match.group(1))
     if "gain=np.sqrt(2)/4" in call:
         return 1.0
-    if "gain=" not in call:
+    if "gain=" not in call or re.search(r"gain=np\.sqrt\(2\)[,)]", call):
         return 4.0
     raise CheckpointError(
         f"{path}: network {state.role}: G_paper's Dense layer has an unknown gain in the file's "
