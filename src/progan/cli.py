@@ -317,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_experiment_command(sub)
     add_plot_command(sub)
+    from progan.tools.project_cli import add_command as add_project_command
+
+    add_project_command(sub)
     return parser
 
 
