@@ -320,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     from progan.tools.project_cli import add_command as add_project_command
 
     add_project_command(sub)
+    from progan.explore.commands import add_command as add_explore_command
+
+    add_explore_command(sub)
     return parser
 
 
