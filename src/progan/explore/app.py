@@ -17,7 +17,8 @@ Every action is also an HTTP API endpoint (``/page``, ``/sample``, ``/interpolat
 ``/animate``), which is how the tests drive the app (``gradio_client``).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: Gradio reads the handler annotation gr.SelectData
+# at run time to pass the clicked sample.
 
 import tempfile
 from pathlib import Path
