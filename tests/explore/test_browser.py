@@ -33,7 +33,7 @@ CHROMIUM_FLAGS = (
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--window-size=1280,1400",
+    "--window-size=1280,1500",
 )
 
 

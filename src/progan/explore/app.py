@@ -32,7 +32,10 @@ __all__ = ["BALANCED", "build_app"]
 
 BALANCED = "balanced (seed mod classes)"
 # Show the small generated images enlarged with square pixels instead of blurred.
-CSS = ".pixelated img, .pixelated video { image-rendering: pixelated; }"
+CSS = """
+.pixelated img, .pixelated video { image-rendering: pixelated; }
+.enlarged img { width: 100% !important; height: 100% !important; object-fit: contain; }
+"""
 
 
 def _hwc(image: torch.Tensor) -> np.ndarray:
@@ -131,6 +134,7 @@ def build_app(explorer: Explorer, title: str = "progan explorer", page_size: int
         gallery = gr.Gallery(
             label="samples (click one to make it A or B)",
             columns=8,
+            height="auto",
             format="png",
             allow_preview=False,
             elem_classes="pixelated",
@@ -147,11 +151,19 @@ def build_app(explorer: Explorer, title: str = "progan explorer", page_size: int
             )
         t = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="A → B", elem_id="t")
         with gr.Row():
-            image_a = gr.Image(label="A", format="png", elem_classes="pixelated", height=256)
-            mixed = gr.Image(
-                label="between", format="png", elem_classes="pixelated", height=256, elem_id="mix"
+            image_a = gr.Image(
+                label="A", format="png", elem_classes=["pixelated", "enlarged"], height=256
             )
-            image_b = gr.Image(label="B", format="png", elem_classes="pixelated", height=256)
+            mixed = gr.Image(
+                label="between",
+                format="png",
+                elem_classes=["pixelated", "enlarged"],
+                height=256,
+                elem_id="mix",
+            )
+            image_b = gr.Image(
+                label="B", format="png", elem_classes=["pixelated", "enlarged"], height=256
+            )
         animate_btn = gr.Button("animate A → B → A")
         video = gr.Video(label="animation", autoplay=True, loop=True, elem_classes="pixelated")
 
