@@ -3,7 +3,8 @@
 For every target image, find a latent ``z`` whose generated image reproduces it: ``z`` is
 parameterised by a free vector ``w`` as ``z = sqrt(L) * w / ||w||`` (the sphere where standard
 normal latents of dimension L live; G's pixel norm makes its output depend only on the
-direction anyway), and ``w`` is optimised by Adam to minimise
+direction anyway -- for a conditional G only nearly, as it normalises latent and one-hot
+class together), and ``w`` is optimised by Adam to minimise
 
     loss = pixel_weight * mean((G(z) - x)^2) + perceptual_weight * perceptual(G(z), x)
 

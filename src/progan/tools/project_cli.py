@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from progan.cli_options import add_device, add_inception, add_quiet, add_seed
 from progan.errors import ProganError
@@ -68,6 +69,7 @@ def cmd_project(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
+    from progan.fileio import atomic_write_json
     from progan.generate import load_generator
     from progan.tools.perceptual import PerceptualDistance
     from progan.tools.project import native_targets, project_images, to_float
@@ -127,6 +129,7 @@ def cmd_project(args: argparse.Namespace) -> int:
                 final,
                 args.video_fps,
             )
+    atomic_write_json(Path(args.outdir) / "projection.json", records)
     seconds = time.perf_counter() - start_time
     mean_psnr = sum(r["psnr_db"] for r in records) / len(records)
     print(f"Projected {len(records)} images in {seconds:.1f} s: mean PSNR {mean_psnr:.2f} dB")

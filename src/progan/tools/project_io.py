@@ -121,9 +121,10 @@ def write_projection(
     perceptual_final: torch.Tensor | None = None,
     video_fps: float = 0.0,
 ) -> list[dict]:
-    """Write the per-image files and ``projection.json`` (see the module docstring); returns
-    the records. ``result`` is a :class:`progan.tools.project.ProjectionResult`;
-    ``perceptual_final`` the (N,) perceptual distances of the final reconstructions."""
+    """Write the per-image files (see the module docstring); returns the records for
+    ``projection.json``, which the caller writes once all batches are done. ``result`` is a
+    :class:`progan.tools.project.ProjectionResult`; ``perceptual_final`` the (N,) perceptual
+    distances of the final reconstructions."""
     from safetensors.torch import save as save_safetensors
 
     from progan.fileio import atomic_write_bytes, atomic_write_json
@@ -165,7 +166,6 @@ def write_projection(
             )
             write_mp4(out / f"{name}-optimisation.mp4", frames, video_fps)
         records.append(record)
-    atomic_write_json(out / "projection.json", records)
     return records
 
 
