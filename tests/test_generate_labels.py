@@ -36,6 +36,10 @@ def _reference(G: Generator, seed: int, label: int) -> np.ndarray:
     return (image * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
+def _generate(snapshot, out, *options: str) -> int:
+    return main(["generate", str(snapshot), "--outdir", str(out), "--device", "cpu", *options])
+
+
 def test_balanced_labels_is_seed_mod_classes():
     assert balanced_labels([0, 1, 2, 3, 7, 10], 3) == [0, 1, 2, 0, 1, 1]
     with pytest.raises(ValueError):
@@ -44,21 +48,7 @@ def test_balanced_labels_is_seed_mod_classes():
 
 def test_generate_without_label_gives_seed_mod_classes(cond_snapshot, tmp_path):
     out = tmp_path / "out"
-    assert (
-        main(
-            [
-                "generate",
-                str(cond_snapshot),
-                "--seeds",
-                "3-8",
-                "--outdir",
-                str(out),
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
+    assert _generate(cond_snapshot, out, "--seeds", "3-8") == 0
     G = load_generator(cond_snapshot)
     names = sorted(p.name for p in out.iterdir())
     assert names == [f"seed{s:06d}-class{s % CLASSES}.png" for s in range(3, 9)]
@@ -71,44 +61,12 @@ def test_generate_without_label_gives_seed_mod_classes(cond_snapshot, tmp_path):
 
 def test_generate_with_label_uses_that_class(cond_snapshot, tmp_path):
     out = tmp_path / "out"
-    assert (
-        main(
-            [
-                "generate",
-                str(cond_snapshot),
-                "--seeds",
-                "0-2",
-                "--label",
-                "2",
-                "--outdir",
-                str(out),
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
+    assert _generate(cond_snapshot, out, "--seeds", "0-2", "--label", "2") == 0
     G = load_generator(cond_snapshot)
     for seed in range(3):
         image = np.asarray(Image.open(out / f"seed{seed:06d}-class2.png"))
         np.testing.assert_array_equal(image, _reference(G, seed, 2))
-    assert (
-        main(
-            [
-                "generate",
-                str(cond_snapshot),
-                "--seeds",
-                "0",
-                "--label",
-                "5",
-                "--outdir",
-                str(out),
-                "--device",
-                "cpu",
-            ]
-        )
-        == 2
-    )  # outside [0, 2]: an error
+    assert _generate(cond_snapshot, out, "--seeds", "0", "--label", "5") == 2  # not in [0, 2]
 
 
 def test_api_and_metrics_source_agree_on_the_default_classes(cond_snapshot):
