@@ -70,6 +70,11 @@ def test_sample_page_and_interpolation_endpoints(snapshot, serve):
     assert [item["caption"] for item in page] == [f"seed {s}" for s in range(12, 16)]
     for item, ref in zip(page, _hwc(generate_images(G, range(12, 16))), strict=True):
         np.testing.assert_array_equal(_png(item["image"]), ref)
+    # the animation: an MP4 file
+    video = client.predict(3, 9, BALANCED, depth, None, api_name="/animate")
+    path = video["video"] if isinstance(video, dict) else video
+    with open(path, "rb") as f:
+        assert f.read(12)[4:8] == b"ftyp"
 
 
 def test_class_selector_of_a_conditional_generator(cond_snapshot, serve):
