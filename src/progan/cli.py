@@ -1,7 +1,8 @@
 """The ``progan`` command: a thin argparse layer over the Python API.
 
 Sub-commands: ``dataset create|info|align-faces``, ``train``, ``generate``, ``metrics``,
-``video``, ``timelapse``, ``grid``, ``neighbors``, ``experiment ablation|convergence``, ``plot``.
+``video``, ``timelapse``, ``grid``, ``neighbors``, ``experiment ablation|convergence``, ``plot``,
+``project`` and ``explore`` (the web explorer, optional extra ``progan[explore]``).
 Each one parses its options, calls one API function and prints the result. A
 :class:`progan.errors.ProganError` is printed as ``Error: ...`` with exit status 2; Ctrl-C exits
 with status 130.
