@@ -3,12 +3,14 @@ API with gradio_client (skipped where Gradio is not installed: `pip install prog
 
 from __future__ import annotations
 
+import os
 import socket
 
 import numpy as np
 import pytest
 from PIL import Image
 
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from tests
 gr = pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
 
