@@ -87,6 +87,10 @@ def test_class_selector_of_a_conditional_generator(cond_snapshot, serve):
     np.testing.assert_array_equal(balanced, _hwc(generate_images(G, [4], [1]))[0])  # 4 mod 3
     chosen = _png(client.predict(4, "2", depth, api_name="/sample"))
     np.testing.assert_array_equal(chosen, _hwc(generate_images(G, [4], [2]))[0])
+    # balanced: the interpolation's ends are the two seeds' samples, classes 1 and 2
+    for t, seed in ((0.0, 4), (1.0, 5)):
+        got = _png(client.predict(4, 5, t, BALANCED, depth, None, api_name="/interpolate"))
+        np.testing.assert_array_equal(got, _hwc(generate_images(G, [seed]))[0])
 
 
 def test_projected_latent_as_endpoint_a(snapshot, serve, tmp_path):

@@ -54,6 +54,12 @@ def test_classes_default_to_seed_mod_classes(cond_snapshot):
     np.testing.assert_array_equal(chosen.numpy(), generate_images(G, range(3), [2] * 3).numpy())
     with pytest.raises(ValueError, match="class"):
         ex.sample(0, label=3)
+    # between seeds of two classes the class moves along: the ends are the two samples
+    a, b = ex.latent(4), ex.latent(5)  # classes 1 and 2
+    at0, at1 = ex.interpolate(a, b, 0.0, 1, label_b=2), ex.interpolate(a, b, 1.0, 1, label_b=2)
+    np.testing.assert_array_equal(at0.numpy(), ex.sample(4).numpy())
+    np.testing.assert_array_equal(at1.numpy(), ex.sample(5).numpy())
+    torch.testing.assert_close(ex.mixed_labels(1, 2, [0.25]), torch.tensor([[0.0, 0.75, 0.25]]))
 
 
 def test_depths_of_an_early_snapshot(early_snapshot):

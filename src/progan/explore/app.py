@@ -31,6 +31,7 @@ from progan.explore.model import Explorer
 __all__ = ["BALANCED", "build_app"]
 
 BALANCED = "balanced (seed mod classes)"
+BUTTONS = ["download", "fullscreen"]  # the PNG at full resolution; no "share" button
 # Show the small generated images enlarged with square pixels instead of blurred.
 CSS = """
 .pixelated img, .pixelated video { image-rendering: pixelated; }
@@ -67,19 +68,21 @@ def build_app(explorer: Explorer, title: str = "progan explorer", page_size: int
         return _hwc(explorer.sample(int(seed), _label(label_choice), _depth(depth)))
 
     def endpoints(seed_a, seed_b, label_choice, latent_file):
-        """Latents A and B and the class of the path between them."""
-        label = explorer.label_for(int(seed_a), _label(label_choice))
+        """Latents A and B and their classes (a chosen class for both, or each seed's)."""
+        label_a = explorer.label_for(int(seed_a), _label(label_choice))
+        label_b = explorer.label_for(int(seed_b), _label(label_choice))
         a = explorer.latent(int(seed_a))
         if latent_file:
             a, projected_label = explorer.load_projected(latent_file)
             if explorer.label_size and _label(label_choice) is None and projected_label is not None:
-                label = projected_label
-        return a, explorer.latent(int(seed_b)), label
+                label_a = projected_label
+        return a, explorer.latent(int(seed_b)), label_a, label_b
 
     def interpolate(seed_a, seed_b, t, label_choice, depth, latent_file):
         try:
-            a, b, label = endpoints(seed_a, seed_b, label_choice, latent_file)
-            return _hwc(explorer.interpolate(a, b, float(t), label, _depth(depth)))
+            a, b, label_a, label_b = endpoints(seed_a, seed_b, label_choice, latent_file)
+            image = explorer.interpolate(a, b, float(t), label_a, _depth(depth), label_b)
+            return _hwc(image)
         except (ValueError, OSError) as exc:
             raise gr.Error(str(exc)) from exc
 
@@ -90,12 +93,12 @@ def build_app(explorer: Explorer, title: str = "progan explorer", page_size: int
         return interpolate(seed_a, seed_b, 1.0, label_choice, depth, latent_file)
 
     def animate(seed_a, seed_b, label_choice, depth, latent_file):
-        a, b, label = endpoints(seed_a, seed_b, label_choice, latent_file)
+        a, b, label_a, label_b = endpoints(seed_a, seed_b, label_choice, latent_file)
         size = explorer.resolution(_depth(depth))
         factor = max(1, 256 // size)
         frames = (
             np.repeat(np.repeat(img.permute(1, 2, 0).numpy(), factor, 0), factor, 1)
-            for img in explorer.animation(a, b, label, _depth(depth))
+            for img in explorer.animation(a, b, label_a, _depth(depth), label_b=label_b)
         )
         out = Path(tempfile.mkdtemp(prefix="progan-explore-")) / f"A{seed_a}-B{seed_b}.mp4"
         return str(write_mp4(out, frames, fps=30))
@@ -152,17 +155,26 @@ def build_app(explorer: Explorer, title: str = "progan explorer", page_size: int
         t = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="A → B", elem_id="t")
         with gr.Row():
             image_a = gr.Image(
-                label="A", format="png", elem_classes=["pixelated", "enlarged"], height=256
+                label="A",
+                format="png",
+                elem_classes=["pixelated", "enlarged"],
+                height=256,
+                buttons=BUTTONS,
             )
             mixed = gr.Image(
                 label="between",
                 format="png",
                 elem_classes=["pixelated", "enlarged"],
                 height=256,
+                buttons=BUTTONS,
                 elem_id="mix",
             )
             image_b = gr.Image(
-                label="B", format="png", elem_classes=["pixelated", "enlarged"], height=256
+                label="B",
+                format="png",
+                elem_classes=["pixelated", "enlarged"],
+                height=256,
+                buttons=BUTTONS,
             )
         animate_btn = gr.Button("animate A → B → A")
         video = gr.Video(label="animation", autoplay=True, loop=True, elem_classes="pixelated")

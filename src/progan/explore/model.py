@@ -83,15 +83,17 @@ class Explorer:
         return int(label)
 
     @torch.no_grad()
-    def render(
-        self, latents: torch.Tensor, labels: list[int | None], depth: int | None = None
-    ) -> torch.Tensor:
-        """uint8 (N, C, r, r) images of (N, L) latents with one class (or None) each."""
+    def render(self, latents: torch.Tensor, labels, depth: int | None = None) -> torch.Tensor:
+        """uint8 (N, C, r, r) images of (N, L) latents with one class each: a list of ints
+        (None for unconditional generators) or an (N, label_size) float tensor of class
+        weights (a one-hot row is the same as its class)."""
         if depth is not None and not 0 <= int(depth) <= self.trained_depth:
             raise ValueError(f"depth must be in [0, {self.trained_depth}], got {depth}")
         z = latents.to(self.device, torch.float32)
         lab = None
-        if self.label_size:
+        if self.label_size and isinstance(labels, torch.Tensor):
+            lab = labels.to(self.device, torch.float32)
+        elif self.label_size:
             lab = torch.tensor(labels, dtype=torch.int64, device=self.device)
         if depth is None or int(depth) == self.trained_depth:
             images = self.G(z, lab)  # the snapshot's own depth and fade, as progan generate
@@ -111,25 +113,41 @@ class Explorer:
         """uint8 (C, r, r) image of one seed."""
         return self.render(self.latent(seed)[None], [self.label_for(seed, label)], depth)[0]
 
+    def mixed_labels(self, label_a: int | None, label_b: int | None, ts) -> torch.Tensor | list:
+        """Classes along a path from class ``label_a`` to ``label_b``: (len(ts), label_size)
+        float weights, the one-hot rows mixed linearly (t = 0: A's class, t = 1: B's); a list
+        of None for unconditional generators."""
+        if not self.label_size:
+            return [None] * len(ts)
+        eye = torch.eye(self.label_size)
+        t = torch.as_tensor(list(ts), dtype=torch.float32)[:, None]
+        b = label_a if label_b is None else label_b
+        return (1 - t) * eye[int(label_a)] + t * eye[int(b)]
+
     def interpolate(
         self,
         a: torch.Tensor,
         b: torch.Tensor,
         t: float,
-        label: int | None,
+        label_a: int | None,
         depth: int | None = None,
+        label_b: int | None = None,
     ) -> torch.Tensor:
-        """uint8 (C, r, r) image at fraction ``t`` between latents ``a`` and ``b`` (slerp)."""
-        return self.render(slerp(a, b, float(t))[None], [label], depth)[0]
+        """uint8 (C, r, r) image at fraction ``t`` between latents ``a`` and ``b`` (slerp);
+        for conditional generators the class moves from ``label_a`` to ``label_b`` (default:
+        stays ``label_a``) along with it."""
+        labels = self.mixed_labels(label_a, label_b, [float(t)])
+        return self.render(slerp(a, b, float(t))[None], labels, depth)[0]
 
     def animation(
         self,
         a: torch.Tensor,
         b: torch.Tensor,
-        label: int | None,
+        label_a: int | None,
         depth: int | None = None,
         frames: int = 60,
         batch_size: int = 16,
+        label_b: int | None = None,
     ):
         """Yield uint8 (C, r, r) frames going a -> b -> a (a loop), ``frames`` in all; the
         path is the slerp with an eased (cosine) time, so it slows down at both ends."""
@@ -137,7 +155,7 @@ class Explorer:
         for lo in range(0, frames, batch_size):
             chunk = ts[lo : lo + batch_size]
             latents = torch.stack([slerp(a, b, t) for t in chunk])
-            yield from self.render(latents, [label] * len(chunk), depth)
+            yield from self.render(latents, self.mixed_labels(label_a, label_b, chunk), depth)
 
     def load_projected(self, path: str | os.PathLike) -> tuple[torch.Tensor, int | None]:
         """(z, class or None) from a ``progan project`` latent file; checks the size."""
