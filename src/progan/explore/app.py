@@ -154,27 +154,16 @@ def build_app(explorer: Explorer, title: str = "progan explorer", page_size: int
             )
         t = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="A → B", elem_id="t")
         with gr.Row():
-            image_a = gr.Image(
-                label="A",
-                format="png",
-                elem_classes=["pixelated", "enlarged"],
-                height=256,
-                buttons=BUTTONS,
-            )
-            mixed = gr.Image(
-                label="between",
-                format="png",
-                elem_classes=["pixelated", "enlarged"],
-                height=256,
-                buttons=BUTTONS,
-                elem_id="mix",
-            )
-            image_b = gr.Image(
-                label="B",
-                format="png",
-                elem_classes=["pixelated", "enlarged"],
-                height=256,
-                buttons=BUTTONS,
+            image_a, mixed, image_b = (
+                gr.Image(
+                    label=label,
+                    format="png",
+                    elem_classes=["pixelated", "enlarged"],
+                    height=256,
+                    buttons=BUTTONS,
+                    elem_id=elem_id,
+                )
+                for label, elem_id in (("A", None), ("between", "mix"), ("B", None))
             )
         animate_btn = gr.Button("animate A → B → A")
         video = gr.Video(label="animation", autoplay=True, loop=True, elem_classes="pixelated")
