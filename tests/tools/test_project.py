@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,3 +164,28 @@ def test_project_command(snapshot, tmp_path, capsys):
 def test_sphere_normalisation():
     w = torch.tensor([[3.0, 4.0], [0.0, 2.0]])
     torch.testing.assert_close(sphere(w), torch.tensor([[0.6, 0.8], [0.0, 1.0]]) * 2**0.5)
+
+
+CELEBA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "celeba-6k"
+
+
+@pytest.mark.skipif(not CELEBA.is_dir(), reason="needs ../shared/data/celeba-6k")
+def test_celeba_targets_are_cut_like_dataset_create(tmp_path):
+    """Real CelebA photos go through the official CelebA crop, as `progan dataset create`."""
+    import zipfile
+
+    from progan.data.create import create_dataset
+    from progan.data.dataset import ImageDataset
+
+    folder = tmp_path / "celeba" / "img_align_celeba"
+    folder.mkdir(parents=True)
+    with zipfile.ZipFile(CELEBA / "img_align_celeba-6k.zip") as zf:
+        names = sorted(n for n in zf.namelist() if n.endswith(".jpg"))[:3]
+        for name in names:
+            (folder / Path(name).name).write_bytes(zf.read(name))
+    names_out, images = load_targets([tmp_path / "celeba"], 32, 3)
+    create_dataset(tmp_path / "celeba", tmp_path / "d.zip", 32, progress=False)
+    ds = ImageDataset(tmp_path / "d.zip")
+    assert names_out == [Path(n).stem for n in names] and ds.source_kind == "celeba"
+    for i in range(3):
+        np.testing.assert_array_equal(images[i].numpy(), ds.read_image(i))
