@@ -2,7 +2,8 @@
 
 Sub-commands: ``dataset create|info|align-faces``, ``train``, ``generate``, ``metrics``,
 ``video``, ``timelapse``, ``grid``, ``neighbors``, ``experiment ablation|convergence``, ``plot``,
-``convert`` (official network pickles).
+``convert`` (official network pickles), ``project`` and ``explore`` (the web explorer, optional
+extra ``progan[explore]``).
 Each one parses its options, calls one API function and prints the result. A
 :class:`progan.errors.ProganError` is printed as ``Error: ...`` with exit status 2; Ctrl-C exits
 with status 130.
@@ -252,7 +253,12 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", default="0-63", help="e.g. 0-63 or 1,5,9-12 [0-63]")
     p.add_argument("--grid", help="write one grid PNG here")
     p.add_argument("--outdir", help="write one PNG per seed into this folder")
-    p.add_argument("--label", type=int, help="class for every image (conditional models)")
+    p.add_argument(
+        "--label",
+        type=int,
+        help="class for every image (conditional models) [balanced: seed mod number of "
+        "classes, as `progan metrics`]",
+    )
     p.add_argument(
         "--rows-per-label",
         action="store_true",
@@ -266,7 +272,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
 def _run_generate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from progan.generate import generate_images, load_generator, parse_seeds
+    from progan.generate import balanced_labels, generate_images, load_generator, parse_seeds
     from progan.tools.grid import save_image_grid, write_png
     from progan.train.trainer import resolve_device
 
@@ -284,11 +290,16 @@ def _run_generate(args: argparse.Namespace) -> int:
             labels = [c for c in range(G.label_size) for _ in seeds]
             cols = len(seeds)
             seeds = seeds * G.label_size
+        elif args.label is not None:
+            labels = [args.label] * len(seeds)
         else:
-            labels = [args.label or 0] * len(seeds)
+            labels = balanced_labels(seeds, G.label_size)
     elif args.label is not None or args.rows_per_label:
         raise ProganError("this generator is unconditional: --label/--rows-per-label do not apply")
-    images = generate_images(G, seeds, labels)
+    try:
+        images = generate_images(G, seeds, labels)
+    except ValueError as exc:  # a class outside the generator's range
+        raise ProganError(str(exc)) from exc
     if args.grid:
         save_image_grid(images, args.grid, cols=cols)
         print(f"Wrote {args.grid} ({len(seeds)} images)")
@@ -328,6 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_experiment_command(sub)
     add_plot_command(sub)
     add_convert_command(sub)
+    from progan.tools.project_cli import add_command as add_project_command
+
+    add_project_command(sub)
+    from progan.explore.commands import add_command as add_explore_command
+
+    add_explore_command(sub)
     return parser
 
 

@@ -82,6 +82,15 @@ def latents_for_seeds(seeds: Sequence[int], latent_size: int) -> torch.Tensor:
     return out
 
 
+def balanced_labels(seeds: Sequence[int], label_size: int) -> list[int]:
+    """The default class of each seed for a conditional generator: ``seed % label_size``, so
+    that any run of consecutive seeds covers the classes evenly. ``progan generate``, ``video``,
+    ``explore``, ``metrics`` and ``neighbors`` all use this rule when no class is given."""
+    if label_size < 1:
+        raise ValueError(f"label_size must be >= 1, got {label_size}")
+    return [int(seed) % label_size for seed in seeds]
+
+
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """Float images in [-1, 1] -> uint8 [0, 255] (round to nearest, clamp), same shape."""
     return (images.float() * 127.5 + 128.0).clamp(0, 255).to(torch.uint8)
@@ -108,12 +117,13 @@ def generate_images(
     device: str | torch.device | None = None,
 ) -> torch.Tensor:
     """uint8 NCHW images (on the CPU) for the given seeds; labels (one per seed) for
-    conditional generators, default class 0."""
+    conditional generators, by default balanced classes (``seed % label_size``, see
+    :func:`balanced_labels`)."""
     device = torch.device(device) if device is not None else next(G.parameters()).device
     z_all = latents_for_seeds(seeds, G.latent_size)
     if G.label_size:
         if labels is None:
-            labels = [0] * len(seeds)
+            labels = balanced_labels(seeds, G.label_size)
         lab_all = torch.as_tensor(labels, dtype=torch.int64).reshape(-1)
         if lab_all.numel() != len(seeds):
             raise ValueError(f"{lab_all.numel()} labels for {len(seeds)} seeds")

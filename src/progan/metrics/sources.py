@@ -213,7 +213,9 @@ class GeneratorSource(CallableSource):
         def fn(seeds: list[int]) -> Any:
             labels = None
             if label_size > 0:
-                labels = torch.tensor([s % label_size for s in seeds], dtype=torch.int64)
+                labels = torch.tensor(
+                    generate.balanced_labels(seeds, label_size), dtype=torch.int64
+                )
             images = generate.generate_images(
                 generator, seeds, labels=labels, batch_size=gen_batch_size, device=device
             )

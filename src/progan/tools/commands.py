@@ -192,7 +192,13 @@ def add_commands(subparsers, dataset_subparsers) -> None:
         default=0.75,
         help="temporal Gaussian sigma in seconds (default 0.75, as in the paper)",
     )
-    p.add_argument("--label", type=int, default=None, help="class for conditional generators")
+    p.add_argument(
+        "--label",
+        type=int,
+        default=None,
+        help="class for conditional generators [balanced: stream i shows class i mod number "
+        "of classes, the rule of `progan generate` and `metrics` with stream i as seed i]",
+    )
     p.add_argument("--batch-size", type=int, default=16)
     _add_device(p)
     p.set_defaults(func=cmd_video)
@@ -224,7 +230,12 @@ def add_commands(subparsers, dataset_subparsers) -> None:
     p.add_argument("--num", type=int, default=8, help="generated images (rows, default 8)")
     p.add_argument("--k", type=int, default=5, help="neighbours per image (default 5)")
     add_seed(p, "first seed; seeds SEED..SEED+NUM-1")
-    p.add_argument("--label", type=int, default=None, help="class for conditional generators")
+    p.add_argument(
+        "--label",
+        type=int,
+        default=None,
+        help="class for conditional generators [balanced: seed mod number of classes]",
+    )
     p.add_argument(
         "--features",
         choices=("inception", "pixels"),
