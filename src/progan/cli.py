@@ -90,7 +90,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="images per metric at each snapshot [each metric's default, e.g. SWD 16384]",
     )
     add_device(p)
-    p.add_argument("--workers", type=int, help="data loading worker processes")
+    p.add_argument(
+        "--workers", type=int, help="data loading worker processes (default -1: all usable cores)"
+    )
     p.add_argument("--amp", choices=["none", "bf16"], help="mixed precision on CUDA [none]")
     p.add_argument(
         "--conv-impl",

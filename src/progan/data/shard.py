@@ -15,11 +15,15 @@ different number of ranks continues the same sequence.
   discarded and restarted at the current position (always correct, merely slower).
 * ``cache="cpu"`` / ``"device"``: the whole dataset is decoded once and the rank's images are
   gathered from it.
+
+``resolution``, ``levels`` and ``set_resolution`` serve the images at a phase's resolution, as
+in :class:`~progan.data.loader.RealImageStream`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -27,9 +31,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from progan.data.dataset import ImageDataset
+from progan.data.levels import ImagesAt, LevelStore
 from progan.data.loader import (
     CACHE_MODES,
+    PREFETCH_CHUNKS,
     ShuffledOrder,
+    default_num_workers,
     gather_rows,
     labels_tensor,
     load_cache,
@@ -57,12 +64,12 @@ class _PositionReader(Dataset):
     """Item = ``(start, batch, positions)`` -> ``(start, batch, images, labels)``; runs in
     DataLoader workers."""
 
-    def __init__(self, dataset: ImageDataset, seed: int, mirror: bool):
-        self.dataset = dataset
+    def __init__(self, source: ImagesAt, seed: int, mirror: bool):
+        self.source = source
         self.seed = seed
         self.mirror = mirror
-        self.order = ShuffledOrder(seed, len(dataset))
-        self.labels = labels_tensor(dataset)
+        self.order = ShuffledOrder(seed, len(source.dataset))
+        self.labels = labels_tensor(source.dataset)
 
     def __len__(self) -> int:
         return 2**62  # endless; only indexed through _Steps
@@ -71,7 +78,7 @@ class _PositionReader(Dataset):
         start, batch, positions = item
         flips = mirror_flags(self.seed, positions) if self.mirror else None
         images, labels = read_rows(
-            self.dataset, self.labels, dataset_indices(self.order, positions), flips
+            self.source, self.labels, dataset_indices(self.order, positions), flips
         )
         return start, batch, images, labels
 
@@ -109,11 +116,14 @@ class ShardedImageStream:
         seed: int = 0,
         start: int = 0,
         mirror: bool = False,
-        num_workers: int = 2,
+        num_workers: int | None = None,
         cache: str = "none",
+        resolution: int | None = None,
+        levels: LevelStore | None = None,
     ):
         if cache not in CACHE_MODES:
             raise ConfigError(f"cache must be one of {', '.join(CACHE_MODES)}, got {cache!r}")
+        num_workers = default_num_workers() if num_workers is None else num_workers
         if start < 0 or num_workers < 0:
             raise ConfigError("start and num_workers must be >= 0")
         self.dataset = dataset
@@ -128,7 +138,26 @@ class ShardedImageStream:
         self._order = ShuffledOrder(self.seed, len(dataset))
         self._pin = self.device.type == "cuda"
         self._iter: Iterator | None = None
-        self._images, self._labels = load_cache(dataset, cache, self.device, self.num_workers)
+        self.levels = levels
+        self.wait_seconds = 0.0
+        self.resolution = 0
+        self.set_resolution(resolution or dataset.resolution)
+
+    def set_resolution(self, resolution: int, cache: str | None = None) -> None:
+        """Serve images at ``resolution`` (cached as ``cache``, default unchanged) from the
+        current position on; the read-ahead is dropped."""
+        if cache is not None and cache not in CACHE_MODES:
+            raise ConfigError(f"cache must be one of {', '.join(CACHE_MODES)}, got {cache!r}")
+        if resolution == self.resolution and cache in (None, self.cache):
+            return
+        self.close()
+        self.cache = cache or self.cache
+        self.resolution = int(resolution)
+        self.source = ImagesAt(self.dataset, self.resolution, self.levels)
+        self._images = self._labels = None
+        self._images, self._labels = load_cache(
+            self.source, self.cache, self.device, self.num_workers
+        )
 
     @property
     def position(self) -> int:
@@ -138,11 +167,13 @@ class ShardedImageStream:
     def next(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        t0 = time.perf_counter()
         if self._images is not None:
             out = self._gather_cached(batch_size)
         else:
             out = self._take_streamed(batch_size)
         self._position += batch_size
+        self.wait_seconds += time.perf_counter() - t0
         return out
 
     def _positions(self, batch_size: int) -> np.ndarray:
@@ -163,11 +194,12 @@ class ShardedImageStream:
     def _start_workers(self, batch_size: int) -> None:
         sizes = self.batch_size_at or (lambda _pos: batch_size)
         loader = DataLoader(
-            _PositionReader(self.dataset, self.seed, self.mirror),
+            _PositionReader(self.source, self.seed, self.mirror),
             batch_size=None,
             sampler=_Steps(self._position, sizes, self.offsets),
             num_workers=self.num_workers,
             pin_memory=self._pin,
+            prefetch_factor=PREFETCH_CHUNKS if self.num_workers else None,
         )
         self._iter = iter(loader)
 
