@@ -217,6 +217,9 @@ def prepare_levels(
     n, c = len(dataset), dataset.channels
     workers = usable_cores() if workers is None else workers
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's folder is private; the store is not
     try:
         maps = {
             r: np.memmap(tmp / f"level_{r:04d}.u8", np.uint8, "w+", shape=(n, c, r, r))
