@@ -333,7 +333,10 @@ class ImagesAt:
 
     @property
     def image_bytes(self) -> int:
-        return self.dataset.channels * self.resolution**2
+        """Bytes read per image: the level's from the store, else the full image's (what
+        sizes the loader's chunks: a chunk of decodes should not take seconds)."""
+        side = self.resolution if self.store is not None else self.dataset.resolution
+        return self.dataset.channels * side**2
 
     def read(self, indices: np.ndarray) -> np.ndarray:
         idx = np.asarray(indices, dtype=np.int64)

@@ -1,0 +1,319 @@
+"""How fast the training stream delivers reals of a 1024x1024 dataset at every phase resolution,
+before and after its levels are prepared (``progan dataset prepare``); what the preparation
+costs; and whether a training run's low phases keep up with the same images stored small.
+
+    PYTHONPATH=src python benchmarks/data_rate.py --count 200 --json data_rate.json
+
+1. A dataset of ``--count`` photo-like 1024x1024 PNGs (random crops of the photos in
+   ../shared/data/photos, upscaled, with sensor-like noise: about 1.5-2 MB each, as
+   CelebA-HQ's), or the built-in shapes when the photos are absent.
+2. ``RealImageStream`` img/s at each resolution 4 ... 1024 with each worker count, at the
+   ``paper`` schedule's minibatch sizes: *before* (every image decoded and box-reduced in the
+   workers) and *after* preparation (levels read from the memory-mapped store). The store
+   keeps the levels a 30,000-image dataset would keep under the default 4 GiB budget
+   (``--project-count``), so the "after" rows hold for that size.
+3. The preparation's cost per 1,000 images with one process and with all cores, its bytes on
+   disk, and both projected to ``--project-count`` images.
+4. Training steps (the ``paper`` schedule with a small network, so that the step is fast and
+   the data path shows) at 4 ... 32 on the 1024 dataset's levels vs on the same images stored
+   as a dataset of the phase's own resolution (cached, as small datasets are) and vs today's
+   path (full-size images decoded each step and downscaled by ``real_images_for_phase``).
+
+Wall-clock figures on a shared machine vary with the load; the ratios of step 4 come from the
+same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import platform
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_device import device_name
+from progan.data.dataset import DatasetWriter, ImageDataset
+from progan.data.images import encode_png
+from progan.data.levels import (
+    DEFAULT_MAX_BYTES,
+    ImagesAt,
+    prepare_levels,
+    usable_cores,
+)
+from progan.data.loader import PREFETCH_CHUNKS, RealImageStream
+from progan.presets import preset
+from progan.schedule import Schedule
+
+SCHEMA = "progan-data-rate-1"
+PHOTOS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "photos"
+RESOLUTIONS = [4, 8, 16, 32, 64, 128, 256, 512, 1024]
+
+
+# --------------------------------------------------------------------------------------------
+# the dataset
+
+
+def _photo_like(args: tuple[int, int, int]) -> bytes:
+    """PNG bytes of image ``index``: a random crop of a photo, resized, with noise."""
+    from PIL import Image
+
+    index, resolution, seed = args
+    rng = np.random.default_rng([seed, index])
+    photos = sorted(PHOTOS.glob("*.*")) if PHOTOS.is_dir() else []
+    if photos:
+        with Image.open(photos[index % len(photos)]) as im:
+            im = im.convert("RGB")
+            w, h = im.size
+            side = int(min(w, h) * rng.uniform(0.5, 1.0))
+            x, y = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
+            crop = im.crop((x, y, x + side, y + side)).resize((resolution, resolution))
+        arr = np.asarray(crop, dtype=np.float32)
+    else:
+        from progan.data.synthetic import SyntheticShapesSource
+
+        src = SyntheticShapesSource(count=index + 1, resolution=resolution, seed=seed)
+        arr = np.asarray(list(src.entries())[index].read(), dtype=np.float32)
+    arr = arr + rng.normal(0.0, 4.0, arr.shape)  # sensor noise: photo-like PNG sizes
+    chw = np.clip(np.rint(arr), 0, 255).astype(np.uint8).transpose(2, 0, 1)
+    return encode_png(chw)
+
+
+def make_dataset(path: Path, count: int, resolution: int, seed: int) -> ImageDataset:
+    if path.exists():
+        ds = ImageDataset(path)
+        if len(ds) == count and ds.resolution == resolution:
+            return ds
+        path.unlink()
+    tasks = [(i, resolution, seed) for i in range(count)]
+    with multiprocessing.get_context().Pool(usable_cores()) as pool:
+        pngs = pool.map(_photo_like, tasks, chunksize=4)
+    with DatasetWriter(path, resolution, 3, source="benchmarks/data_rate.py") as w:
+        for data in pngs:
+            w.add_png(data)
+    return ImageDataset(path)
+
+
+# --------------------------------------------------------------------------------------------
+# measurements
+
+
+def stream_rate(ds, resolution, workers, levels, batch, seconds) -> float:
+    """Steady img/s of ``next(batch)``: timed after as many images as the loader can hold
+    ahead (all workers' prefetched chunks) have been taken, so neither the workers' start nor
+    images read ahead while it waited count."""
+    with RealImageStream(ds, seed=1, mirror=True, num_workers=workers, resolution=resolution,
+                         levels=levels) as s:  # fmt: skip
+        ahead = workers * PREFETCH_CHUNKS * s.chunk_size + batch
+        for _ in range(-(-ahead // batch)):
+            s.next(batch)
+        n, t0 = 0, time.perf_counter()
+        while n < 4 * batch or time.perf_counter() - t0 < seconds:
+            s.next(batch)
+            n += batch
+        return n / (time.perf_counter() - t0)
+
+
+def measure_streams(
+    ds, levels, workers_list, schedule, seconds, label, resolutions
+) -> list[dict[str, Any]]:
+    rows = []
+    for res in resolutions:
+        source = "level" if levels is not None and res in levels.resolutions else "decode"
+        if res == ds.resolution:
+            source = "png"
+        for w in workers_list:
+            ips = stream_rate(ds, res, w, levels, schedule.batch_size(res), seconds)
+            rows.append({"prepared": levels is not None, "resolution": res, "workers": w,
+                         "batch": schedule.batch_size(res), "source": source,
+                         "img_per_s": round(ips, 1)})  # fmt: skip
+            print(f"  {label:<7} {res:>5}x{res:<5} workers {w}  {source:<6} {ips:10.1f} img/s")
+    return rows
+
+
+def measure_preparation(ds, budget, workers_list, folder) -> list[dict[str, Any]]:
+    rows = []
+    for w in workers_list:
+        path = folder / f"levels-w{w}"
+        t0 = time.perf_counter()
+        store = prepare_levels(ds, max_bytes=budget, workers=w, progress=False, path=path)
+        sec = time.perf_counter() - t0
+        rows.append({"workers": w, "seconds": round(sec, 2),
+                     "seconds_per_1000": round(1000 * sec / len(ds), 1),
+                     "bytes": store.nbytes(), "levels": store.resolutions})  # fmt: skip
+        print(f"  prepare with {w} worker process(es): {sec:.1f} s ({1000 * sec / len(ds):.0f} "
+              f"s per 1,000 images), {store.nbytes() / 2**20:.1f} MiB")  # fmt: skip
+    return rows
+
+
+def open_levels_at(path: Path, ds: ImageDataset):
+    from progan.data.levels import LevelStore
+
+    return LevelStore(path, json.loads((path / "levels.json").read_text()))
+
+
+def _small_trainer(data: Path, out: Path):
+    from progan.train.api import configure
+    from progan.train.trainer import Trainer
+
+    cfg = configure(data, out, "paper", data_cache="none", num_workers=-1, device="cpu")
+    cfg.network.fmap_base, cfg.network.fmap_max, cfg.network.latent_size = 64, 16, 16
+    cfg.validate()
+    return Trainer(cfg, out, progress=False)
+
+
+def _step_rate(trainer, st, steps: int, stream) -> float:
+    """img/s of ``steps`` training steps fed by ``stream`` (after one warm-up step)."""
+    trainer.stream = stream
+    trainer.train_step(st)  # warm-up (and the stream's first chunks)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        trainer.train_step(st)
+    return steps * st.batch_size / (time.perf_counter() - t0)
+
+
+def measure_training(ds, folder: Path, steps: int) -> list[dict[str, Any]]:
+    """Step img/s at 4..32: levels vs the images stored at the phase's own resolution vs the
+    full-size stream (today's path)."""
+    torch.set_num_threads(1)
+    trainer = _small_trainer(ds.path, folder / "run")
+    trainer._open_stream_at(0)
+    rows = []
+    for res in (4, 8, 16, 32):
+        seg = next(s for s in trainer.schedule.segments() if s.resolution == res and not s.fading)
+        trainer.images = int(seg.start_kimg * 1000)
+        st = trainer.schedule.at(trainer.images)
+        trainer._enter_phase(st)
+        small = folder / f"own{res}.zip"
+        with DatasetWriter(small, res, 3) as w:
+            for img in ImagesAt(ds, res, trainer.levels).read_all():
+                w.add(np.ascontiguousarray(img))
+        levels_stream = trainer.stream
+        own = RealImageStream(ImageDataset(small), seed=1, num_workers=0, cache="cpu")
+        levels_ips = own_ips = 0.0
+        for _ in range(2):  # interleaved, best of two: the machine's load varies
+            levels_ips = max(levels_ips, _step_rate(trainer, st, steps, levels_stream))
+            own_ips = max(own_ips, _step_rate(trainer, st, steps, own))
+        full = RealImageStream(ds, seed=1)  # today's path: full size, downscaled every step
+        full_ips = _step_rate(trainer, st, max(2, steps // 4), full)
+        full.close()
+        trainer.stream = levels_stream
+        row = {"resolution": res, "batch": st.batch_size, "levels_img_per_s": round(levels_ips, 1),
+               "own_resolution_img_per_s": round(own_ips, 1),
+               "full_size_img_per_s": round(full_ips, 1),
+               "levels_vs_own": round(levels_ips / own_ips, 3)}  # fmt: skip
+        rows.append(row)
+        print(f"  train {res:>3}x{res:<3} levels {levels_ips:8.1f}  own resolution "
+              f"{own_ips:8.1f}  full size {full_ips:8.1f} img/s  (ratio "
+              f"{levels_ips / own_ips:.2f})")  # fmt: skip
+    trainer.stream.close()
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def versions() -> dict[str, str]:
+    import progan
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "pillow": PIL.__version__,
+            "progan": getattr(progan, "__version__", "?")}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--count", type=int, default=200, help="images of the 1024 dataset")
+    p.add_argument("--resolution", type=int, default=1024)
+    p.add_argument("--resolutions", default=None, help="stream resolutions [4 ... --resolution]")
+    p.add_argument("--workers", default=None, help="worker counts, e.g. 0,1,2 [0..cores]")
+    p.add_argument("--seconds", type=float, default=2.0, help="per stream measurement")
+    p.add_argument("--train-steps", type=int, default=16, help="timed steps per phase (0: skip)")
+    p.add_argument("--project-count", type=int, default=30000)
+    p.add_argument("--work", type=Path, default=None, help="folder kept between runs")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    cores = usable_cores()
+    workers = [int(w) for w in args.workers.split(",")] if args.workers else list(range(cores + 1))
+    started = datetime.now(timezone.utc)
+    work = args.work or Path(tempfile.mkdtemp(prefix="progan-data-rate-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"dataset: {args.count} images of {args.resolution}x{args.resolution} in {work}")
+    t0 = time.perf_counter()
+    ds = make_dataset(work / f"photos{args.resolution}.zip", args.count, args.resolution, 0)
+    ds_bytes = ds.path.stat().st_size
+    print(f"  {ds_bytes / 2**20:.0f} MiB ({ds_bytes / len(ds) / 2**20:.2f} MiB per image), "
+          f"{time.perf_counter() - t0:.0f} s")  # fmt: skip
+    schedule = Schedule(preset("paper", args.resolution).schedule, args.resolution)
+    # The levels a --project-count dataset keeps under the default budget.
+    budget = int(DEFAULT_MAX_BYTES * len(ds) / args.project_count)
+    if args.resolutions:
+        resolutions = [int(r) for r in args.resolutions.split(",")]
+    else:
+        resolutions = [r for r in RESOLUTIONS if r <= args.resolution]
+    before = measure_streams(ds, None, workers, schedule, args.seconds, "before", resolutions)
+    prep = measure_preparation(ds, budget, sorted({0, cores}), work)
+    store_path = work / f"levels-w{cores}"
+    levels = open_levels_at(store_path, ds)
+    after = measure_streams(ds, levels, workers, schedule, args.seconds, "after", resolutions)
+    training = []
+    if args.train_steps:
+        shutil.move(str(store_path), str(ds.path) + ".levels")  # where the trainer looks
+        training = measure_training(ds, work, args.train_steps)
+    scale = args.project_count / len(ds)
+    best = min(prep, key=lambda r: r["seconds"])
+    projection = {
+        "count": args.project_count,
+        "dataset_gb": round(ds_bytes * scale / 1e9, 2),
+        "levels_gb": round(levels.nbytes() * scale / 1e9, 2),
+        "levels": levels.resolutions,
+        "prepare_hours_all_cores": round(best["seconds"] * scale / 3600, 2),
+        "prepare_hours_one_process": round(
+            next(r for r in prep if r["workers"] == 0)["seconds"] * scale / 3600, 2
+        ),
+    }
+    print(f"projected to {args.project_count} images: {projection}")
+    result = {
+        "schema": SCHEMA,
+        "date_utc": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": " ".join(["python", "benchmarks/data_rate.py", *(argv or sys.argv[1:])]),
+        "device": "cpu",
+        "device_name": device_name(torch.device("cpu")),
+        "usable_cores": cores,
+        "versions": versions(),
+        "dataset": {
+            "count": len(ds),
+            "resolution": ds.resolution,
+            "bytes": ds_bytes,
+            "photos": PHOTOS.is_dir(),
+        },
+        "streams": before + after,
+        "preparation": prep,
+        "training": training,
+        "projection": projection,
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_children_mib": round(
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1
+        ),
+    }
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    if args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()
