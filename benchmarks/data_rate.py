@@ -164,31 +164,44 @@ def open_levels_at(path: Path, ds: ImageDataset):
     return LevelStore(path, json.loads((path / "levels.json").read_text()))
 
 
-def _small_trainer(data: Path, out: Path):
+def _trainer(data: Path, out: Path, device: str, paper_network: bool):
+    """The ``paper`` preset's trainer on ``device``; its network shrunk (64/16 feature maps,
+    latent 16) unless ``paper_network``, so that on a CPU the step is fast enough for the
+    data path to show. Data not cached whole (``data_cache="none"``, as for 30,000 images)."""
     from progan.train.api import configure
     from progan.train.trainer import Trainer
 
-    cfg = configure(data, out, "paper", data_cache="none", num_workers=-1, device="cpu")
-    cfg.network.fmap_base, cfg.network.fmap_max, cfg.network.latent_size = 64, 16, 16
+    cfg = configure(data, out, "paper", data_cache="none", num_workers=-1, device=device)
+    if not paper_network:
+        cfg.network.fmap_base, cfg.network.fmap_max, cfg.network.latent_size = 64, 16, 16
     cfg.validate()
     return Trainer(cfg, out, progress=False)
 
 
 def _step_rate(trainer, st, steps: int, stream) -> float:
-    """img/s of ``steps`` training steps fed by ``stream`` (after one warm-up step)."""
+    """img/s of ``steps`` training steps fed by ``stream`` (after two warm-up steps)."""
     trainer.stream = stream
-    trainer.train_step(st)  # warm-up (and the stream's first chunks)
+    for _ in range(2):  # warm-up (cuDNN autotuning, the stream's first chunks)
+        trainer.train_step(st)
+    _sync(trainer.device)
     t0 = time.perf_counter()
     for _ in range(steps):
         trainer.train_step(st)
+    _sync(trainer.device)
     return steps * st.batch_size / (time.perf_counter() - t0)
 
 
-def measure_training(ds, folder: Path, steps: int) -> list[dict[str, Any]]:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_training(ds, folder: Path, steps: int, device: str, paper_network: bool):
     """Step img/s at 4..32: levels vs the images stored at the phase's own resolution vs the
     full-size stream (today's path)."""
-    torch.set_num_threads(1)
-    trainer = _small_trainer(ds.path, folder / "run")
+    if device == "cpu":
+        torch.set_num_threads(1)
+    trainer = _trainer(ds.path, folder / "run", device, paper_network)
     trainer._open_stream_at(0)
     rows = []
     for res in (4, 8, 16, 32):
@@ -201,12 +214,15 @@ def measure_training(ds, folder: Path, steps: int) -> list[dict[str, Any]]:
             for img in ImagesAt(ds, res, trainer.levels).read_all():
                 w.add(np.ascontiguousarray(img))
         levels_stream = trainer.stream
-        own = RealImageStream(ImageDataset(small), seed=1, num_workers=0, cache="cpu")
+        own_cache = "device" if trainer.device.type == "cuda" else "cpu"
+        own = RealImageStream(ImageDataset(small), trainer.device, seed=1, num_workers=0,
+                              cache=own_cache)  # fmt: skip
         levels_ips = own_ips = 0.0
         for _ in range(2):  # interleaved, best of two: the machine's load varies
             levels_ips = max(levels_ips, _step_rate(trainer, st, steps, levels_stream))
             own_ips = max(own_ips, _step_rate(trainer, st, steps, own))
-        full = RealImageStream(ds, seed=1)  # today's path: full size, downscaled every step
+        # today's path: the full-size images, downscaled every step
+        full = RealImageStream(ds, trainer.device, seed=1)
         full_ips = _step_rate(trainer, st, max(2, steps // 4), full)
         full.close()
         trainer.stream = levels_stream
@@ -241,6 +257,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--workers", default=None, help="worker counts, e.g. 0,1,2 [0..cores]")
     p.add_argument("--seconds", type=float, default=2.0, help="per stream measurement")
     p.add_argument("--train-steps", type=int, default=16, help="timed steps per phase (0: skip)")
+    p.add_argument("--device", default="cpu", help="training steps' device (step 4)")
+    p.add_argument(
+        "--paper-network",
+        action="store_true",
+        help="step 4 with the paper's network (default: shrunk, for CPUs)",
+    )
     p.add_argument("--project-count", type=int, default=30000)
     p.add_argument("--work", type=Path, default=None, help="folder kept between runs")
     p.add_argument("--json", type=Path, default=None)
@@ -271,7 +293,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     training = []
     if args.train_steps:
         shutil.move(str(store_path), str(ds.path) + ".levels")  # where the trainer looks
-        training = measure_training(ds, work, args.train_steps)
+        training = measure_training(ds, work, args.train_steps, args.device, args.paper_network)
     scale = args.project_count / len(ds)
     best = min(prep, key=lambda r: r["seconds"])
     projection = {
@@ -289,8 +311,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "schema": SCHEMA,
         "date_utc": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": " ".join(["python", "benchmarks/data_rate.py", *(argv or sys.argv[1:])]),
-        "device": "cpu",
-        "device_name": device_name(torch.device("cpu")),
+        "device": args.device,
+        "device_name": device_name(torch.device(args.device)),
+        "cpu_name": device_name(torch.device("cpu")),
+        "paper_network": args.paper_network,
         "usable_cores": cores,
         "versions": versions(),
         "dataset": {

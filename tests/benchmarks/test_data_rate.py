@@ -14,16 +14,16 @@ def _row(res, ips):
 
 def test_projection_takes_the_slower_of_step_and_data(tp, tmp_path):
     """tiny preset to 8x8: 2 kimg stable at 4, 2 kimg fading in 8, 4 kimg stable at 8; the
-    stream keeps up at 4x4 (data 900 > step 500) but not at 8x8 (data 250 < step 1000)."""
-    rows = [_row(4, 500.0), _row(8, 1000.0)]
-    p = tp.project_run(rows, "tiny", 8, None, {4: 900.0, 8: 250.0})
+    stream keeps up at 4x4 (data 9 > step 5 img/s) but not at 8x8 (data 2.5 < step 10)."""
+    rows = [_row(4, 5.0), _row(8, 10.0)]
+    p = tp.project_run(rows, "tiny", 8, None, {4: 9.0, 8: 2.5})
     path = p["paths"]["progan:fp32"]
-    assert path["hours"] == pytest.approx((2000 / 500 + 6000 / 250) / 3600, abs=1e-4)
+    assert path["hours"] == pytest.approx((2000 / 5 + 6000 / 2.5) / 3600, abs=1e-3)
     assert path["bound_by_resolution"] == {"4": "step", "8": "data"}
     unbounded = tp.project_run(rows, "tiny", 8, None)["paths"]["progan:fp32"]
-    assert unbounded["hours"] == pytest.approx((2000 / 500 + 6000 / 1000) / 3600, abs=1e-4)
+    assert unbounded["hours"] == pytest.approx((2000 / 5 + 6000 / 10) / 3600, abs=1e-3)
     assert set(unbounded["bound_by_resolution"].values()) == {"step"}
-    p = tp.project_run(rows, "tiny", 8, None, {4: 100.0})
+    p = tp.project_run(rows, "tiny", 8, None, {4: 1.0})
     assert p["paths"]["progan:fp32"]["bound_by_resolution"] == {"4": "data", "8": "step"}
     assert any("no data rate at [8]" in n for n in p["notes"])
     # data_rate.py's JSON: the best worker count after preparation
