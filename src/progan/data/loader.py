@@ -33,6 +33,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from progan.data.dataset import ImageDataset
 from progan.data.levels import ImagesAt, LevelStore
 from progan.data.rows import (
+    CACHE_MODES,
+    ServesResolution,
     default_chunk_size,
     default_num_workers,
     gather_rows,
@@ -60,7 +62,6 @@ __all__ = [  # what other modules import from here
 ]
 
 _MASK64 = (1 << 64) - 1
-CACHE_MODES = ("none", "cpu", "device")
 # Chunks each loader worker keeps ready: with chunks of up to 256 images, 4 per worker cover
 # several minibatches of the fastest (smallest) phases.
 PREFETCH_CHUNKS = 4
@@ -161,7 +162,7 @@ class _CountFrom(Sampler):
 # The stream
 
 
-class RealImageStream:
+class RealImageStream(ServesResolution):
     """Endless deterministic stream of ``(images, labels)`` batches from an ImageDataset.
 
     ``next(batch_size)`` returns ``images``: uint8 ``(batch_size, C, R, R)`` in [0, 255] and
@@ -221,22 +222,8 @@ class RealImageStream:
         self.resolution = 0
         self.set_resolution(resolution or dataset.resolution)
 
-    def set_resolution(self, resolution: int, cache: str | None = None) -> None:
-        """Serve images at ``resolution`` (cached as ``cache``, default unchanged) from the
-        current position on; the read-ahead is dropped."""
-        if cache is not None and cache not in CACHE_MODES:
-            raise ConfigError(f"cache must be one of {', '.join(CACHE_MODES)}, got {cache!r}")
-        if resolution == self.resolution and cache in (None, self.cache):
-            return
-        self.close()
-        self.cache = cache or self.cache
-        self.resolution = int(resolution)
-        self.source = ImagesAt(self.dataset, self.resolution, self.levels)
+    def _source_changed(self) -> None:
         self.chunk_size = int(self._chunk_size or default_chunk_size(self.source))
-        self._images = self._labels = None  # free the old cache before loading the new one
-        self._images, self._labels = load_cache(
-            self.source, self.cache, self.device, self.num_workers
-        )
 
     @property
     def position(self) -> int:

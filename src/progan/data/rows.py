@@ -13,7 +13,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from progan.data.dataset import ImageDataset
-from progan.data.levels import ImagesAt, usable_cores
+from progan.data.levels import ImagesAt, LevelStore, usable_cores
+from progan.errors import ConfigError
+
+CACHE_MODES = ("none", "cpu", "device")
 
 
 def labels_tensor(dataset: ImageDataset) -> torch.Tensor:
@@ -122,3 +125,40 @@ def _host_to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type != "cuda":
         return t.to(device)
     return t.pin_memory().to(device, non_blocking=True)
+
+
+class ServesResolution:
+    """``set_resolution`` of both streams: which resolution their rows hold, cached how."""
+
+    dataset: ImageDataset
+    device: torch.device
+    num_workers: int
+    cache: str
+    levels: LevelStore | None
+    resolution: int  # 0 until the first set_resolution
+    source: ImagesAt
+    _images: torch.Tensor | None
+    _labels: torch.Tensor | None
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _source_changed(self) -> None:
+        """Called after ``source`` changed (the stream's chunk sizes may follow it)."""
+
+    def set_resolution(self, resolution: int, cache: str | None = None) -> None:
+        """Serve images at ``resolution`` (cached as ``cache``, default unchanged) from the
+        current position on; the read-ahead is dropped."""
+        if cache is not None and cache not in CACHE_MODES:
+            raise ConfigError(f"cache must be one of {', '.join(CACHE_MODES)}, got {cache!r}")
+        if resolution == self.resolution and cache in (None, self.cache):
+            return
+        self.close()
+        self.cache = cache or self.cache
+        self.resolution = int(resolution)
+        self.source = ImagesAt(self.dataset, self.resolution, self.levels)
+        self._source_changed()
+        self._images = self._labels = None  # free the old cache before loading the new one
+        self._images, self._labels = load_cache(
+            self.source, self.cache, self.device, self.num_workers
+        )

@@ -39,11 +39,11 @@ from progan.data.loader import (
     default_num_workers,
     gather_rows,
     labels_tensor,
-    load_cache,
     mirror_flags,
     read_rows,
     to_device,
 )
+from progan.data.rows import ServesResolution
 from progan.errors import ConfigError
 
 OffsetsFn = Callable[[int], np.ndarray]
@@ -99,7 +99,7 @@ class _Steps(Sampler):
             pos += batch
 
 
-class ShardedImageStream:
+class ShardedImageStream(ServesResolution):
     """This rank's images of each global minibatch (see the module docstring).
 
     ``next(B)`` returns ``images``: uint8 ``(len(offsets(B)), C, R, R)`` and ``labels``: int64,
@@ -142,22 +142,6 @@ class ShardedImageStream:
         self.wait_seconds = 0.0
         self.resolution = 0
         self.set_resolution(resolution or dataset.resolution)
-
-    def set_resolution(self, resolution: int, cache: str | None = None) -> None:
-        """Serve images at ``resolution`` (cached as ``cache``, default unchanged) from the
-        current position on; the read-ahead is dropped."""
-        if cache is not None and cache not in CACHE_MODES:
-            raise ConfigError(f"cache must be one of {', '.join(CACHE_MODES)}, got {cache!r}")
-        if resolution == self.resolution and cache in (None, self.cache):
-            return
-        self.close()
-        self.cache = cache or self.cache
-        self.resolution = int(resolution)
-        self.source = ImagesAt(self.dataset, self.resolution, self.levels)
-        self._images = self._labels = None
-        self._images, self._labels = load_cache(
-            self.source, self.cache, self.device, self.num_workers
-        )
 
     @property
     def position(self) -> int:
