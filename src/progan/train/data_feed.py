@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from progan.config import TrainConfig
 from progan.schedule import Schedule
@@ -38,7 +39,10 @@ class DataFeedMixin:
     stream: Any
     levels: Any  # progan.data.levels.LevelStore | None
     images: int
+    is_main: bool
+    progress: bool
     _rows: dict[int, torch.Tensor]
+    _levels_opened = False  # whether the levels store was looked for (once per session)
 
     def _cache_mode_for(self, resolution: int) -> str:
         """data_cache "auto": images of ``resolution`` on the GPU up to 2 GiB, else in CPU
@@ -66,15 +70,37 @@ class DataFeedMixin:
         """Resolution, cache mode and levels store of a stream opened at the current images."""
         if not self.serves_phase_resolution:
             return {"cache": self._data_cache_mode()}
-        if self.levels is None:
-            from progan.data.levels import open_levels
+        if not self._levels_opened:
+            self._levels_opened = True
+            if self.dist is None:  # made on first use
+                from progan.data.levels import open_levels
 
-            # Made on first use by a single process (ranks use the store when present and
-            # else decode: the same pixels either way).
-            self.levels = open_levels(self.dataset, rebuild=self.dist is None, progress=True)
+                self.levels = open_levels(self.dataset, rebuild=True, progress=self.progress)
+            else:
+                self.levels = self._ranks_levels()
         resolution = self.schedule.at(self.images).resolution
         cache = self._level_cache_mode(resolution)
         return {"cache": cache, "resolution": resolution, "levels": self.levels}
+
+    def _ranks_levels(self) -> Any:
+        """Data-parallel ranks never write the store (they would race); they use a good one
+        and otherwise decode the PNGs, which gives the same pixels, only slower."""
+        from progan.data.levels import open_levels
+        from progan.errors import DatasetError
+
+        try:
+            store = open_levels(self.dataset, progress=False)
+        except DatasetError as e:
+            store = None
+            if self.is_main:
+                tqdm.write(f"Warning: decoding the dataset at every phase: {e}")
+        if store is None and self.is_main:
+            tqdm.write(
+                f"Note: {self.dataset.path} has no levels store; phases below its resolution "
+                f"decode every image (`progan dataset prepare {self.dataset.path}` makes "
+                "them faster)"
+            )
+        return store
 
     def _level_cache_mode(self, resolution: int) -> str:
         """A phase's images are cached (data_cache "auto" rules) only when read without a
