@@ -197,6 +197,15 @@ def test_commands_create_and_info(tmp_path, rgb_folder, capsys):
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "images:      4" in out and "labels:      none" in out
+    assert "levels:      not prepared" in out
+    args = parser.parse_args(["dataset", "prepare", str(dest), "--workers", "0", "--no-progress"])
+    assert args.func(args) == 0
+    assert "4x4, 8x8, 0.0 MiB" in capsys.readouterr().out
+    args = parser.parse_args(["dataset", "info", str(dest), "--json"])
+    assert args.func(args) == 0
+    levels = json.loads(capsys.readouterr().out)["levels"]
+    assert levels["resolutions"] == [4, 8] and levels["bytes"] == 4 * 3 * (16 + 64)
+    assert levels["path"] == str(dest) + ".levels"
     args = parser.parse_args(["dataset", "info", str(tmp_path / "missing.zip")])
     with pytest.raises(DatasetError, match="not found"):
         args.func(args)

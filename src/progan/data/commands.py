@@ -60,6 +60,12 @@ def format_info(info: dict[str, Any]) -> str:
             lines.append(f"  {name}: {count}")
     else:
         lines.append("labels:      none")
+    lv = info.get("levels")
+    if lv:
+        sizes = ", ".join(f"{r}x{r}" for r in lv["resolutions"]) or "none"
+        lines.append(f"levels:      {sizes}, {lv['bytes'] / 2**20:.1f} MiB in {lv['path']}")
+    else:
+        lines.append("levels:      not prepared (`progan dataset prepare`)")
     return "\n".join(lines)
 
 

@@ -261,7 +261,7 @@ def _size_on_disk(path: Path) -> int:
 def dataset_info(path: str | os.PathLike) -> dict[str, Any]:
     """Describe a prepared dataset (validating it): path, count, resolution, channels,
     num_classes, class_names, class_counts (name or index -> count), source, created,
-    transform and size_bytes."""
+    transform, size_bytes and levels (the levels store, or None)."""
     ds = ImageDataset(path)
     class_counts: dict[str, int] | None = None
     if ds.labels is not None:
@@ -281,7 +281,28 @@ def dataset_info(path: str | os.PathLike) -> dict[str, Any]:
         "created": ds.meta.get("created"),
         "transform": ds.meta.get("transform"),
         "size_bytes": _size_on_disk(ds.path),
+        "levels": _levels_info(ds),
     }
+
+
+def _levels_info(ds: ImageDataset) -> dict[str, Any] | None:
+    """The levels store's path, resolutions and bytes as its manifest says (not verified), or
+    None when there is none."""
+    import json
+
+    from progan.data.levels import MANIFEST, levels_path
+
+    path = levels_path(ds)
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+        levels = manifest["levels"]
+        return {
+            "path": str(path),
+            "resolutions": [int(lv["resolution"]) for lv in levels],
+            "bytes": sum(int(lv["bytes"]) for lv in levels),
+        }
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def make_synthetic_dataset(
