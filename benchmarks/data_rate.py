@@ -249,6 +249,38 @@ def versions() -> dict[str, str]:
             "progan": getattr(progan, "__version__", "?")}  # fmt: skip
 
 
+def markdown(result: dict[str, Any]) -> str:
+    """The tables of docs/PERFORMANCE.md "Data rate" from a result (or its JSON)."""
+    streams = result["streams"]
+    workers = sorted({r["workers"] for r in streams})
+    rate = {(r["prepared"], r["resolution"], r["workers"]): r for r in streams}
+    head = "| resolution | " + " | ".join(
+        f"{when}, {w} workers" for when in ("before", "after") for w in workers
+    )
+    lines = [head + " | after: read from |", "|---:" * (2 * len(workers) + 1) + "|---|"]
+    for res in sorted({r["resolution"] for r in streams}):
+        cells = [
+            f"{rate[(p, res, w)]['img_per_s']:,.0f}" if (p, res, w) in rate else "-"
+            for p in (False, True)
+            for w in workers
+        ]
+        source = rate.get((True, res, workers[-1]), {}).get("source", "-")
+        lines.append(f"| {res} | " + " | ".join(cells) + f" | {source} |")
+    if result.get("training"):
+        lines += [
+            "",
+            "| phase | levels img/s | own-resolution img/s | levels / own | full-size img/s |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        for t in result["training"]:
+            lines.append(
+                f"| {t['resolution']}x{t['resolution']} | {t['levels_img_per_s']:,.0f} | "
+                f"{t['own_resolution_img_per_s']:,.0f} | {t['levels_vs_own']:.2f} | "
+                f"{t['full_size_img_per_s']:,.0f} |"
+            )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--count", type=int, default=200, help="images of the 1024 dataset")
@@ -332,6 +364,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1
         ),
     }
+    print()
+    print(markdown(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     if args.work is None:

@@ -53,3 +53,5 @@ def test_small_data_rate_run_writes_json(dr, tmp_path):
     assert streams[(True, 16, 1)]["source"] == "png"
     assert [r["workers"] for r in data["preparation"]] == [0, dr.usable_cores()]
     assert [r["resolution"] for r in data["training"]] == [4, 8, 16, 32][: len(data["training"])]
+    table = dr.markdown(data)
+    assert "| 4 | " in table and "| 16 | " in table and "| level |" in table

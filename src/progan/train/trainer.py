@@ -3,11 +3,13 @@
 Owns the networks (G, D and the EMA copy of G), both Adam optimizers, the schedule position
 (images, steps, ticks, training seconds), the run's random stream, the real-image stream
 (opened at the saved data position; this rank's shard when data-parallel), the phase changes
-(Adam reset and learning rate), and ``state_dict``/``load_state_dict``: everything needed to
+(Adam reset, learning rate, the stream's resolution), and ``state_dict``/``load_state_dict``: everything needed to
 continue a run exactly (the training state file, docs/ARCHITECTURE.md "Checkpoints").
 
 The other parts of the Trainer live in their own modules and read this state:
 
+* :mod:`progan.train.data_feed`: the real-image stream (cached whole, or each phase's
+  resolution from the dataset's levels) and its wait time;
 * :mod:`progan.train.step`: ``train_step``, what one minibatch does to G, D and the EMA;
 * :mod:`progan.train.snapshots`: grids, snapshots and checkpoints, metrics, ``best.json``;
 * :mod:`progan.train.run_loop`: ``run``, the ticks, read-backs, signals and NaN recovery.
@@ -57,7 +59,8 @@ class Trainer(DataFeedMixin, StepMixin, SnapshotMixin, RunLoopMixin):
     rank 0 (``is_main``) writes into ``run_dir``. ``train_step`` comes from
     :class:`~progan.train.step.StepMixin`, ``write_snapshot`` and ``evaluate_metrics`` from
     :class:`~progan.train.snapshots.SnapshotMixin`, ``run`` from
-    :class:`~progan.train.run_loop.RunLoopMixin`.
+    :class:`~progan.train.run_loop.RunLoopMixin`, the stream from
+    :class:`~progan.train.data_feed.DataFeedMixin`.
     """
 
     def __init__(
