@@ -3,8 +3,9 @@
 Owns the networks (G, D and the EMA copy of G), both Adam optimizers, the schedule position
 (images, steps, ticks, training seconds), the run's random stream, the real-image stream
 (opened at the saved data position; this rank's shard when data-parallel), the phase changes
-(Adam reset, learning rate, the stream's resolution), and ``state_dict``/``load_state_dict``: everything needed to
-continue a run exactly (the training state file, docs/ARCHITECTURE.md "Checkpoints").
+(Adam reset, learning rate, the stream's resolution), and ``state_dict``/``load_state_dict``:
+everything needed to continue a run exactly (the training state file, docs/ARCHITECTURE.md
+"Checkpoints").
 
 The other parts of the Trainer live in their own modules and read this state:
 
