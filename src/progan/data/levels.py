@@ -67,18 +67,31 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _sum_dtype(halvings: int) -> type:
+    """The narrowest unsigned integer that holds a sum of 4**halvings uint8 values."""
+    most = 255 * 4**halvings
+    return next(t for t in (np.uint16, np.uint32, np.uint64) if most <= np.iinfo(t).max)
+
+
 def box_levels(image: np.ndarray, resolutions: list[int]) -> dict[int, np.ndarray]:
     """uint8 ``(C, S, S)`` -> {R: uint8 ``(C, R, R)``}: the exact box mean over
-    ``(S/R) x (S/R)`` blocks, rounded half up once (integer arithmetic, so no float error)."""
-    c, s, _ = image.shape
-    sums = image.astype(np.int64)
-    size, out = s, {}
+    ``(S/R) x (S/R)`` blocks, rounded half up once (integer arithmetic, so no float error).
+
+    Sums of 2x2 blocks are taken level by level (four strided adds, in the narrowest integer
+    type that cannot overflow), so the whole pyramid costs about one pass over the image."""
+    s = image.shape[-1]
+    sums, size, halvings, out = image, s, 0, {}
     for r in sorted(resolutions, reverse=True):
         while size > r:
+            halvings += 1
             size //= 2
-            sums = sums.reshape(c, size, 2, size, 2).sum(axis=(2, 4))
-        area = (s // r) ** 2
-        out[r] = ((sums + area // 2) // area).astype(np.uint8)
+            t = sums.astype(_sum_dtype(halvings), copy=False)
+            sums = t[:, 0::2, 0::2] + t[:, 1::2, 0::2]
+            sums += t[:, 0::2, 1::2]
+            sums += t[:, 1::2, 1::2]
+        shift = 2 * halvings  # the block holds 4**halvings pixels
+        half = (1 << shift) >> 1
+        out[r] = ((sums + half) >> shift).astype(np.uint8) if shift else sums.copy()
     return out
 
 

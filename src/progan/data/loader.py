@@ -267,9 +267,9 @@ class RealImageStream(ServesResolution):
             chunks,
             batch_size=None,
             sampler=_CountFrom(first_chunk),
-            num_workers=self.num_workers,
+            num_workers=self.loader_workers,
             pin_memory=self._pin,
-            prefetch_factor=PREFETCH_CHUNKS if self.num_workers else None,
+            prefetch_factor=PREFETCH_CHUNKS if self.loader_workers else None,
         )
         self._iter = iter(loader)
         skip = self._position - first_chunk * self.chunk_size

@@ -143,6 +143,13 @@ class ServesResolution:
     def close(self) -> None:
         raise NotImplementedError
 
+    @property
+    def loader_workers(self) -> int:
+        """Worker processes that read the rows: none for a level held in the store (a
+        memory-mapped gather is a copy, which a worker would only add a second copy and a
+        hand-over to), else ``num_workers``."""
+        return 0 if self.source.store is not None else self.num_workers
+
     def _source_changed(self) -> None:
         """Called after ``source`` changed (the stream's chunk sizes may follow it)."""
 

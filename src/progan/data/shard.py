@@ -181,9 +181,9 @@ class ShardedImageStream(ServesResolution):
             _PositionReader(self.source, self.seed, self.mirror),
             batch_size=None,
             sampler=_Steps(self._position, sizes, self.offsets),
-            num_workers=self.num_workers,
+            num_workers=self.loader_workers,
             pin_memory=self._pin,
-            prefetch_factor=PREFETCH_CHUNKS if self.num_workers else None,
+            prefetch_factor=PREFETCH_CHUNKS if self.loader_workers else None,
         )
         self._iter = iter(loader)
 
