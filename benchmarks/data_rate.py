@@ -178,17 +178,21 @@ def _trainer(data: Path, out: Path, device: str, paper_network: bool):
     return Trainer(cfg, out, progress=False)
 
 
-def _step_rate(trainer, st, steps: int, stream) -> float:
-    """img/s of ``steps`` training steps fed by ``stream`` (after two warm-up steps)."""
+def _step_rate(trainer, st, steps: int, stream, seconds: float = 0.0) -> float:
+    """img/s of at least ``steps`` training steps (and ``seconds``) fed by ``stream``, after
+    two warm-up steps."""
     trainer.stream = stream
     for _ in range(2):  # warm-up (cuDNN autotuning, the stream's first chunks)
         trainer.train_step(st)
     _sync(trainer.device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
+    n, t0 = 0, time.perf_counter()
+    while n < steps or time.perf_counter() - t0 < seconds:
         trainer.train_step(st)
+        n += 1
+        if n % 8 == 0:
+            _sync(trainer.device)
     _sync(trainer.device)
-    return steps * st.batch_size / (time.perf_counter() - t0)
+    return n * st.batch_size / (time.perf_counter() - t0)
 
 
 def _sync(device: torch.device) -> None:
@@ -196,7 +200,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_training(ds, folder: Path, steps: int, device: str, paper_network: bool):
+def measure_training(ds, folder: Path, steps: int, device: str, paper_network: bool, seconds):
     """Step img/s at 4..32: levels vs the images stored at the phase's own resolution vs the
     full-size stream (today's path)."""
     if device == "cpu":
@@ -218,9 +222,9 @@ def measure_training(ds, folder: Path, steps: int, device: str, paper_network: b
         own = RealImageStream(ImageDataset(small), trainer.device, seed=1, num_workers=0,
                               cache=own_cache)  # fmt: skip
         levels_ips = own_ips = 0.0
-        for _ in range(2):  # interleaved, best of two: the machine's load varies
-            levels_ips = max(levels_ips, _step_rate(trainer, st, steps, levels_stream))
-            own_ips = max(own_ips, _step_rate(trainer, st, steps, own))
+        for _ in range(3):  # interleaved, best of three: the machine's load varies
+            levels_ips = max(levels_ips, _step_rate(trainer, st, steps, levels_stream, seconds))
+            own_ips = max(own_ips, _step_rate(trainer, st, steps, own, seconds))
         # today's path: the full-size images, downscaled every step
         full = RealImageStream(ds, trainer.device, seed=1)
         full_ips = _step_rate(trainer, st, max(2, steps // 4), full)
@@ -287,7 +291,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--resolution", type=int, default=1024)
     p.add_argument("--resolutions", default=None, help="stream resolutions [4 ... --resolution]")
     p.add_argument("--workers", default=None, help="worker counts, e.g. 0,1,2 [0..cores]")
-    p.add_argument("--seconds", type=float, default=2.0, help="per stream measurement")
+    p.add_argument("--seconds", type=float, default=2.0, help="per measurement (at least)")
     p.add_argument("--train-steps", type=int, default=16, help="timed steps per phase (0: skip)")
     p.add_argument("--device", default="cpu", help="training steps' device (step 4)")
     p.add_argument(
@@ -324,8 +328,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     after = measure_streams(ds, levels, workers, schedule, args.seconds, "after", resolutions)
     training = []
     if args.train_steps:
-        shutil.move(str(store_path), str(ds.path) + ".levels")  # where the trainer looks
-        training = measure_training(ds, work, args.train_steps, args.device, args.paper_network)
+        beside = Path(str(ds.path) + ".levels")  # where the trainer looks
+        shutil.rmtree(beside, ignore_errors=True)
+        shutil.move(str(store_path), str(beside))
+        training = measure_training(
+            ds, work, args.train_steps, args.device, args.paper_network, args.seconds
+        )
     scale = args.project_count / len(ds)
     best = min(prep, key=lambda r: r["seconds"])
     projection = {
