@@ -143,18 +143,28 @@ def measure_streams(
     return rows
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (user + system)."""
+    me, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def measure_preparation(ds, budget, workers_list, folder) -> list[dict[str, Any]]:
+    """Wall and CPU seconds of ``prepare_levels`` with each worker count; the CPU seconds (all
+    processes) do not depend on the machine's other load, so they project to N free cores."""
     rows = []
     for w in workers_list:
         path = folder / f"levels-w{w}"
-        t0 = time.perf_counter()
+        cpu0, t0 = _cpu_seconds(), time.perf_counter()
         store = prepare_levels(ds, max_bytes=budget, workers=w, progress=False, path=path)
-        sec = time.perf_counter() - t0
+        sec, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
         rows.append({"workers": w, "seconds": round(sec, 2),
                      "seconds_per_1000": round(1000 * sec / len(ds), 1),
+                     "cpu_seconds_per_1000": round(1000 * cpu / len(ds), 1),
                      "bytes": store.nbytes(), "levels": store.resolutions})  # fmt: skip
         print(f"  prepare with {w} worker process(es): {sec:.1f} s ({1000 * sec / len(ds):.0f} "
-              f"s per 1,000 images), {store.nbytes() / 2**20:.1f} MiB")  # fmt: skip
+              f"s per 1,000 images; {1000 * cpu / len(ds):.0f} CPU-s per 1,000), "
+              f"{store.nbytes() / 2**20:.1f} MiB")  # fmt: skip
     return rows
 
 
@@ -344,6 +354,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "prepare_hours_all_cores": round(best["seconds"] * scale / 3600, 2),
         "prepare_hours_one_process": round(
             next(r for r in prep if r["workers"] == 0)["seconds"] * scale / 3600, 2
+        ),
+        "prepare_cpu_hours": round(
+            min(r["cpu_seconds_per_1000"] for r in prep) * args.project_count / 1000 / 3600, 2
         ),
     }
     print(f"projected to {args.project_count} images: {projection}")
