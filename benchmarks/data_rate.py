@@ -218,7 +218,7 @@ def measure_training(ds, folder: Path, steps: int, device: str, paper_network: b
     trainer = _trainer(ds.path, folder / "run", device, paper_network)
     trainer._open_stream_at(0)
     rows = []
-    for res in (4, 8, 16, 32):
+    for res in [r for r in (4, 8, 16, 32) if r < ds.resolution]:
         seg = next(s for s in trainer.schedule.segments() if s.resolution == res and not s.fading)
         trainer.images = int(seg.start_kimg * 1000)
         st = trainer.schedule.at(trainer.images)
