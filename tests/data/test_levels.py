@@ -174,3 +174,30 @@ def test_corrupt_levels_are_refused_naming_the_file(data32, damage):
     rebuilt = open_levels(ds, rebuild=True, progress=False)
     assert json.loads((rebuilt.path / MANIFEST).read_text())["levels"][1]["resolution"] == 8
     assert open_levels(ds, progress=False) is not None
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_rank_shards_at_a_phase_resolution_are_the_one_process_stream(data32, workers):
+    """Data-parallel ranks reading levels (4, 8 stored) or decoding (16) together give the
+    one-process stream at that resolution, across a switch of resolution mid-stream."""
+    from progan.data.shard import ShardedImageStream
+    from progan.train.distributed import shard_offsets
+
+    ds, _ = data32
+    store = open_levels(ds, rebuild=True, progress=False, max_bytes=N * 3 * (16 + 64))
+    one = RealImageStream(ds, seed=3, start=5, mirror=True, num_workers=0, resolution=4)
+    kw = {"seed": 3, "start": 5, "mirror": True, "num_workers": workers, "levels": store}
+    ranks = [
+        ShardedImageStream(ds, "cpu", offsets=lambda b, r=r: shard_offsets(b, 2, r, 4), **kw)
+        for r in range(2)
+    ]
+    for b, res in [(8, 4), (8, 4), (8, 8), (12, 16), (12, 16)]:
+        for s in (one, *ranks):
+            s.set_resolution(res)
+        images, _ = one.next(b)
+        assert images.shape[-1] == res
+        for r, stream in enumerate(ranks):
+            rows = torch.from_numpy(shard_offsets(b, 2, r, 4))
+            assert torch.equal(stream.next(b)[0], images[rows])
+    for s in ranks:
+        s.close()

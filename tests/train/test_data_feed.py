@@ -85,3 +85,22 @@ def test_a_phase_waiting_for_data_is_reported(shapes16, tmp_path, monkeypatch, c
     log = [json.loads(x) for x in (fast / "log.jsonl").read_text().splitlines()]
     assert all(r["data_wait_share"] < 0.1 for r in log)
     assert "data-bound" not in capsys.readouterr().out
+
+
+def test_auto_cache_holds_each_stored_phase_when_the_dataset_is_too_large(
+    shapes16, tmp_path, monkeypatch
+):
+    """data_cache="auto" with a CPU budget of 128 images at 8x8: the 16x16 dataset is not
+    cached whole, so phases are served from the levels, the stored 4x4 and 8x8 cached in
+    memory, 16x16 (decoded) streamed."""
+    from progan.train import data_feed
+
+    monkeypatch.setattr(data_feed, "CACHE_BYTES_CPU", 128 * 3 * 8 * 8)
+    cfg = streamed_config(shapes16, tmp_path / "run", data_cache="auto")
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    assert trainer.serves_phase_resolution
+    trainer._open_stream_at(0)
+    for images, res, cache in [(0, 4, "cpu"), (450, 8, "cpu"), (650, 16, "none")]:
+        trainer._enter_phase(trainer.schedule.at(images))
+        assert (trainer.stream.resolution, trainer.stream.cache) == (res, cache)
+    trainer.stream.close()

@@ -26,6 +26,9 @@ from progan.train.distributed import Dist, shard_offsets
 
 # A tick whose stream waits take at least this share of its time is reported as data-bound.
 DATA_BOUND_SHARE = 0.1
+# data_cache="auto": the largest image set (bytes) kept on a GPU, or else in CPU memory.
+CACHE_BYTES_DEVICE = 2 << 30
+CACHE_BYTES_CPU = 1 << 30
 
 
 class DataFeedMixin:
@@ -52,9 +55,9 @@ class DataFeedMixin:
             return mode
         ds = self.dataset
         nbytes = len(ds) * ds.channels * resolution**2
-        if self.device.type == "cuda" and nbytes <= 2 * 2**30:
+        if self.device.type == "cuda" and nbytes <= CACHE_BYTES_DEVICE:
             return "device"
-        return "cpu" if nbytes <= 2**30 else "none"
+        return "cpu" if nbytes <= CACHE_BYTES_CPU else "none"
 
     def _data_cache_mode(self) -> str:
         return self._cache_mode_for(self.dataset.resolution)
