@@ -62,12 +62,12 @@ def test_resume_across_a_phase_change_with_levels_is_exact(shapes16, tmp_path):
 
 
 def test_a_phase_waiting_for_data_is_reported(shapes16, tmp_path, monkeypatch, capsys):
-    """A stream that sleeps 40 ms per batch (a step here takes a few ms): the log's
+    """A stream that sleeps 150 ms per batch (a step here takes a few ms): the log's
     data_wait_share is large and one warning per phase names the phase."""
     real_take = RealImageStream._take_streamed
 
     def slow_take(self, batch_size):  # timed by next() as a wait for data
-        time.sleep(0.04)
+        time.sleep(0.15)
         return real_take(self, batch_size)
 
     cfg = streamed_config(shapes16, tmp_path / "slow")

@@ -24,8 +24,10 @@ from progan.config import TrainConfig
 from progan.schedule import Schedule
 from progan.train.distributed import Dist, shard_offsets
 
-# A tick whose stream waits take at least this share of its time is reported as data-bound.
+# A tick whose stream waits take at least this share of its time, and this many seconds (so
+# that the start of a stream in a short tick is no alarm), is reported as data-bound.
 DATA_BOUND_SHARE = 0.1
+DATA_BOUND_MIN_SECONDS = 0.5
 # data_cache="auto": the largest image set (bytes) kept on a GPU, or else in CPU memory.
 CACHE_BYTES_DEVICE = 2 << 30
 CACHE_BYTES_CPU = 1 << 30

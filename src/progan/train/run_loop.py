@@ -10,7 +10,8 @@
   (docs/RELIABILITY.md);
 * every ``tick_kimg`` a line goes to log.jsonl and TensorBoard (:mod:`progan.train.stats`),
   with ``data_wait_share``, the share of the tick spent waiting for real images; a phase
-  where it reaches ``DATA_BOUND_SHARE`` gets a data-bound warning (once per phase);
+  where it reaches ``DATA_BOUND_SHARE`` (and ``DATA_BOUND_MIN_SECONDS``) gets a data-bound
+  warning (once per phase);
   every ``snapshot_ticks`` ticks, and when the session ends, a snapshot with its metrics
   (:mod:`progan.train.snapshots`);
 * SIGINT/SIGTERM finish the step and write a checkpoint (a second signal exits at once).
@@ -39,7 +40,7 @@ from progan.config import TrainConfig
 from progan.errors import TrainingDiverged
 from progan.schedule import PhaseState, Schedule
 from progan.train import checkpoint as ckpt
-from progan.train.data_feed import DATA_BOUND_SHARE
+from progan.train.data_feed import DATA_BOUND_MIN_SECONDS, DATA_BOUND_SHARE
 from progan.train.distributed import Dist, debug_fail_point, on_main_shared
 from progan.train.stats import StatsWriter
 
@@ -160,7 +161,9 @@ class RunLoopMixin:
             )
             share = self.data_wait_share(tick_start_wait, now - tick_start_time)
             record["data_wait_share"] = round(share, 4)
-            if share >= DATA_BOUND_SHARE and st.name not in data_bound_warned and self.is_main:
+            waited = share * (now - tick_start_time)
+            bound = share >= DATA_BOUND_SHARE and waited >= DATA_BOUND_MIN_SECONDS
+            if bound and st.name not in data_bound_warned and self.is_main:
                 data_bound_warned.add(st.name)
                 tqdm.write(
                     f"Warning: phase {st.name} is data-bound: waiting for real images took "
