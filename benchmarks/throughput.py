@@ -157,8 +157,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="time for each peak measurement (start and end of the run)")  # fmt: skip
     ap.add_argument("--threads", type=int, help="torch.set_num_threads (CPU)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--data-rate", metavar="JSON", help="benchmarks/data_rate.py output: "
-                    "project each phase at min(step, data rate) and say which binds")
+    ap.add_argument(
+        "--data-rate",
+        metavar="JSON",
+        help="benchmarks/data_rate.py output: "
+        "project each phase at min(step, data rate) and say which binds",
+    )
     ap.add_argument("--json", help="output (default benchmarks/results/throughput-<device>.json)")
     args = ap.parse_args(argv)
     cuda = args.device.startswith("cuda")

@@ -124,9 +124,7 @@ def test_switching_resolution_keeps_the_position(data32):
     assert torch.equal(resumed.next(10)[0], a8)
 
 
-def test_levels_sit_beside_the_dataset_and_a_failed_preparation_leaves_nothing(
-    data32, monkeypatch
-):
+def test_levels_sit_beside_the_dataset_and_a_failed_preparation_leaves_nothing(data32, monkeypatch):
     ds, _ = data32
     dest = levels_path(ds)
     assert dest == ds.path.parent / "d.zip.levels"

@@ -169,7 +169,7 @@ class RunLoopMixin:
                     f"Warning: phase {st.name} is data-bound: waiting for real images took "
                     f"{share:.0%} of the tick at {record['images_per_sec']:.0f} img/s "
                     "(more --workers, `progan dataset prepare`, or a faster disk; "
-                    "docs/PERFORMANCE.md \"Data rate\")"
+                    'docs/PERFORMANCE.md "Data rate")'
                 )
             maintenance = time.time()
             last = self.images >= total or self.stop_requested
