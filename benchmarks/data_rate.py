@@ -82,10 +82,9 @@ def _photo_like(args: tuple[int, int, int]) -> bytes:
             crop = im.crop((x, y, x + side, y + side)).resize((resolution, resolution))
         arr = np.asarray(crop, dtype=np.float32)
     else:
-        from progan.data.synthetic import SyntheticShapesSource
+        from progan.data.synthetic import render_shape
 
-        src = SyntheticShapesSource(count=index + 1, resolution=resolution, seed=seed)
-        arr = np.asarray(list(src.entries())[index].read(), dtype=np.float32)
+        arr = np.asarray(render_shape(seed, index, resolution)[0], dtype=np.float32)
     arr = arr + rng.normal(0.0, 4.0, arr.shape)  # sensor noise: photo-like PNG sizes
     chw = np.clip(np.rint(arr), 0, 255).astype(np.uint8).transpose(2, 0, 1)
     return encode_png(chw)
