@@ -199,3 +199,14 @@ def test_rank_shards_at_a_phase_resolution_are_the_one_process_stream(data32, wo
             assert torch.equal(stream.next(b)[0], images[rows])
     for s in ranks:
         s.close()
+
+
+def test_levels_of_a_read_only_dataset_go_to_the_user_cache(data32, tmp_path, monkeypatch):
+    ds, _ = data32
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(levels_mod.os, "access", lambda path, mode: False)
+    where = levels_path(ds)
+    assert where.parent == tmp_path / "cache" / "progan" / "levels"
+    assert where.name.startswith("d-") and len(where.name) == len("d-") + 16
+    store = open_levels(ds, rebuild=True, progress=False)
+    assert store.path == where and not (ds.path.parent / "d.zip.levels").exists()
