@@ -201,10 +201,18 @@ def _check(path: Path, dataset: ImageDataset, verify: bool) -> LevelStore:
     return LevelStore(path, manifest)
 
 
-def _levels_of_chunk(task: tuple[ImageDataset, list[int], list[int]]) -> dict[int, np.ndarray]:
-    """Worker: {R: uint8 (n, C, R, R)} of images ``indices`` (a pool task)."""
-    dataset, indices, resolutions = task
-    parts = [box_levels(dataset.read_image(i), resolutions) for i in indices]
+_JOB: dict[str, Any] = {}  # a preparation's dataset and resolutions, set once per process
+
+
+def _start_job(dataset: ImageDataset, resolutions: list[int]) -> None:
+    """Pool initializer (and the in-process case): what every chunk needs, sent once."""
+    _JOB.update(dataset=dataset, resolutions=resolutions)
+
+
+def _levels_of_chunk(span: tuple[int, int]) -> dict[int, np.ndarray]:
+    """{R: uint8 (n, C, R, R)} of images ``lo .. hi-1`` (a pool task)."""
+    dataset, resolutions = _JOB["dataset"], _JOB["resolutions"]
+    parts = [box_levels(dataset.read_image(i), resolutions) for i in range(*span)]
     return {r: np.stack([p[r] for p in parts]) for r in resolutions}
 
 
@@ -229,6 +237,7 @@ def prepare_levels(
     resolutions = stored_resolutions(dataset, max_bytes)
     n, c = len(dataset), dataset.channels
     workers = usable_cores() if workers is None else workers
+    identity = dataset_identity(dataset)  # of what is read below
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     umask = os.umask(0)
     os.umask(umask)
@@ -238,24 +247,24 @@ def prepare_levels(
             r: np.memmap(tmp / f"level_{r:04d}.u8", np.uint8, "w+", shape=(n, c, r, r))
             for r in resolutions
         }
-        chunk = 16
-        tasks = [
-            (dataset, list(range(lo, min(lo + chunk, n))), resolutions) for lo in range(0, n, chunk)
-        ]
+        spans = [(lo, min(lo + 16, n)) for lo in range(0, n, 16)] if resolutions else []
         with contextlib.ExitStack() as stack:
-            if workers > 0 and resolutions:
-                pool = stack.enter_context(multiprocessing.get_context().Pool(workers))
-                results = pool.imap(_levels_of_chunk, tasks)
+            if workers > 0 and spans:
+                pool = stack.enter_context(
+                    multiprocessing.get_context().Pool(workers, _start_job, (dataset, resolutions))
+                )
+                results = pool.imap(_levels_of_chunk, spans)
             else:
-                results = map(_levels_of_chunk, tasks) if resolutions else iter(())
+                _start_job(dataset, resolutions)
+                results = map(_levels_of_chunk, spans)
             bar = stack.enter_context(
                 tqdm(total=n, disable=not progress, unit="img", desc="levels")
             )
-            for task, arrays in zip(tasks, results, strict=False):
-                lo, hi = task[1][0], task[1][-1] + 1
+            for (lo, hi), arrays in zip(spans, results, strict=True):
                 for r, a in arrays.items():
                     maps[r][lo:hi] = a
                 bar.update(hi - lo)
+        _JOB.clear()
         levels = []
         for r, m in maps.items():
             m.flush()
@@ -276,7 +285,7 @@ def prepare_levels(
             "format": FORMAT,
             "version": VERSION,
             "dataset": {
-                "identity": dataset_identity(dataset),
+                "identity": identity,
                 "count": n,
                 "resolution": dataset.resolution,
                 "channels": c,
