@@ -4,6 +4,7 @@ resolution, crash safety and stale/corrupt stores."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -210,3 +211,14 @@ def test_levels_of_a_read_only_dataset_go_to_the_user_cache(data32, tmp_path, mo
     assert where.name.startswith("d-") and len(where.name) == len("d-") + 16
     store = open_levels(ds, rebuild=True, progress=False)
     assert store.path == where and not (ds.path.parent / "d.zip.levels").exists()
+
+
+def test_a_killed_preparations_temporary_folder_is_removed_by_the_next(data32):
+    ds, _ = data32
+    dead = ds.path.parent / ".d.zip.levels.999999999.abc.tmp"  # no such process
+    alive = ds.path.parent / f".d.zip.levels.{os.getppid()}.abc.tmp"  # another preparation
+    for folder in (dead, alive):
+        folder.mkdir()
+        (folder / "level_0004.u8").write_bytes(b"half")
+    prepare_levels(ds, workers=0, progress=False)
+    assert not dead.exists() and alive.exists()

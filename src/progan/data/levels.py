@@ -238,7 +238,10 @@ def prepare_levels(
     n, c = len(dataset), dataset.channels
     workers = usable_cores() if workers is None else workers
     identity = dataset_identity(dataset)  # of what is read below
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    _remove_abandoned(dest)
+    tmp = Path(
+        tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=".tmp", dir=dest.parent)
+    )
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's folder is private; the store is not
@@ -307,6 +310,21 @@ def prepare_levels(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return LevelStore(dest, manifest)
+
+
+def _remove_abandoned(dest: Path) -> None:
+    """Remove the temporary folders of preparations of ``dest`` whose process is gone (a crash
+    or a kill; on this host: the folder name holds the process id)."""
+    for tmp in dest.parent.glob(f".{dest.name}.*.tmp"):
+        pid = tmp.name[len(dest.name) + 2 :].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except OSError:
+            pass  # alive, another user's
 
 
 def open_levels(
