@@ -95,7 +95,7 @@ from bench_progan import (  # noqa: E402
     network_config,
     variant_settings,
 )
-from bench_projection import project_run  # noqa: E402
+from bench_projection import data_rates_from_json, project_run  # noqa: E402
 from bench_reference import REFERENCE_EMA_BETA, REFERENCE_LR, ReferenceStep  # noqa: E402
 from bench_rows import Options, measure_resolution  # noqa: E402
 
@@ -109,6 +109,7 @@ __all__ = [
     "ProganStep",
     "ReferenceStep",
     "count_flops",
+    "data_rates_from_json",
     "expand_variants",
     "main",
     "make_dataset",
@@ -156,6 +157,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="time for each peak measurement (start and end of the run)")  # fmt: skip
     ap.add_argument("--threads", type=int, help="torch.set_num_threads (CPU)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--data-rate",
+        metavar="JSON",
+        help="benchmarks/data_rate.py output: "
+        "project each phase at min(step, data rate) and say which binds",
+    )
     ap.add_argument("--json", help="output (default benchmarks/results/throughput-<device>.json)")
     args = ap.parse_args(argv)
     cuda = args.device.startswith("cuda")
@@ -308,7 +315,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if target is None:
         target = 1024 if args.preset != "tiny" else max(8, *resolutions)
     try:
-        projection = project_run(rows, args.preset, target, args.batch)
+        data_rates = data_rates_from_json(args.data_rate) if args.data_rate else None
+        projection = project_run(rows, args.preset, target, args.batch, data_rates)
     except Exception as exc:
         projection = {"resolution": target, "error": error_text(exc), "paths": {}, "notes": []}
         print(f"projection failed: {projection['error']}")
@@ -317,7 +325,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"({projection.get('total_kimg', math.nan):.0f} kimg):"
     )
     for key, p in projection["paths"].items():
-        print(f"  {key:<28} {p['hours']:10.2f} h")
+        binds = p.get("bound_by_resolution", {})
+        data_bound = [r for r, b in binds.items() if b == "data"]
+        where = f"  data-bound at {', '.join(data_bound)}" if data_bound else ""
+        print(f"  {key:<28} {p['hours']:10.2f} h{where}")
     if projection.get("extrapolated_resolutions"):
         print(f"  extrapolated resolutions: {projection['extrapolated_resolutions']}")
     for note in projection["notes"]:

@@ -78,3 +78,12 @@ def test_fid_preprocess_option(tmp_path, capsys):
     assert _dry_run(capsys, "--data", data)["fid_preprocess"] == "tf"
     cfg = _dry_run(capsys, "--data", data, "--fid-preprocess", "pytorch-fid")
     assert cfg["fid_preprocess"] == "pytorch-fid"
+
+
+def test_data_cache_and_workers_options(tmp_path, capsys):
+    """--data-cache reaches the config; the workers default to -1 (the usable cores)."""
+    data = str(_dataset(tmp_path / "d", None))
+    cfg = _dry_run(capsys, "--data", data)
+    assert (cfg["data_cache"], cfg["num_workers"]) == ("auto", -1)
+    cfg = _dry_run(capsys, "--data", data, "--data-cache", "none", "--workers", "3")
+    assert (cfg["data_cache"], cfg["num_workers"]) == ("none", 3)

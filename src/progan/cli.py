@@ -92,7 +92,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="images per metric at each snapshot [each metric's default, e.g. SWD 16384]",
     )
     add_device(p)
-    p.add_argument("--workers", type=int, help="data loading worker processes")
+    p.add_argument(
+        "--workers", type=int, help="data loading worker processes (default -1: all usable cores)"
+    )
+    p.add_argument(
+        "--data-cache",
+        choices=["auto", "none", "cpu", "device"],
+        help="reals cached whole (cpu, device), or read each phase from the dataset's levels "
+        "(none); auto: cached when they fit [auto]",
+    )
     p.add_argument("--amp", choices=["none", "bf16"], help="mixed precision on CUDA [none]")
     p.add_argument(
         "--conv-impl",
@@ -178,6 +186,7 @@ def _run_train(args: argparse.Namespace) -> int:
         ("kimg", "kimg"),
         ("loss", "loss"),
         ("workers", "num_workers"),
+        ("data_cache", "data_cache"),
         ("amp", "amp"),
         ("tick_kimg", "tick_kimg"),
         ("snapshot_ticks", "snapshot_ticks"),

@@ -190,7 +190,7 @@ class TrainConfig:
     # default_mirror), "" (set directly, e.g. by the Python API or a preset).
     mirror_from: str = ""
     device: str = "auto"  # "auto" = CUDA when present, else CPU
-    num_workers: int = 2
+    num_workers: int = -1  # DataLoader worker processes; -1 = the cores this process may use
     data_cache: str = "auto"  # "none" | "cpu" | "device" | "auto" (cache small datasets)
     tick_kimg: float = 4.0  # progress report and log line every tick
     snapshot_ticks: int = 10  # image grid + generator snapshot + checkpoint every N ticks

@@ -38,3 +38,9 @@ def db():
 def qs():
     """benchmarks/quickstart.py as a module."""
     yield from _load("quickstart.py", "progan_bench_quickstart")
+
+
+@pytest.fixture(scope="module")
+def dr():
+    """benchmarks/data_rate.py as a module."""
+    yield from _load("data_rate.py", "progan_bench_data_rate")

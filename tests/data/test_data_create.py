@@ -197,6 +197,15 @@ def test_commands_create_and_info(tmp_path, rgb_folder, capsys):
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "images:      4" in out and "labels:      none" in out
+    assert "levels:      not prepared" in out
+    args = parser.parse_args(["dataset", "prepare", str(dest), "--workers", "0", "--no-progress"])
+    assert args.func(args) == 0
+    assert "4x4, 8x8, 0.0 MiB" in capsys.readouterr().out
+    args = parser.parse_args(["dataset", "info", str(dest), "--json"])
+    assert args.func(args) == 0
+    levels = json.loads(capsys.readouterr().out)["levels"]
+    assert levels["resolutions"] == [4, 8] and levels["bytes"] == 4 * 3 * (16 + 64)
+    assert levels["path"] == str(dest) + ".levels"
     args = parser.parse_args(["dataset", "info", str(tmp_path / "missing.zip")])
     with pytest.raises(DatasetError, match="not found"):
         args.func(args)
@@ -241,3 +250,32 @@ def test_labels_from_folders_refuses_images_outside_a_class_folder(tmp_path):
     assert not (tmp_path / "a.zip").exists()
     with pytest.raises(DatasetError, match="folder or zip of images"):
         create_dataset("synthetic:shapes", tmp_path / "b.zip", 8, labels_from_folders=True)
+
+
+def test_parallel_create_writes_the_same_images_as_one_process(tmp_path):
+    """Resize + PNG encode in worker processes (all cores by default): every image's bytes,
+    the order, the labels and the skipped list equal those of one process, including a bad
+    (too small) image in flight when the requested count is reached (img029, the 40th)."""
+    import zipfile
+
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "src"
+    for i in range(45):
+        (folder / f"c{i % 3}").mkdir(parents=True, exist_ok=True)
+        w, h = (6, 6) if i in (7, 29) else (int(rng.integers(40, 90)), int(rng.integers(40, 90)))
+        arr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        Image.fromarray(arr).save(folder / f"c{i % 3}" / f"img{i:03d}.png")
+    kw = {"skip_bad": True, "max_images": 39, "labels_from_folders": True, "progress": False}
+    one = create_dataset(folder, tmp_path / "one.zip", 32, workers=0, **kw)
+    two = create_dataset(folder, tmp_path / "two.zip", 32, workers=2, **kw)
+    assert one.count == two.count == 39 and one.skipped == two.skipped and len(one.skipped) == 2
+    with zipfile.ZipFile(one.dest) as a, zipfile.ZipFile(two.dest) as b:
+        assert a.namelist() == b.namelist()
+        for name in a.namelist():
+            if name != "dataset.json":
+                assert a.read(name) == b.read(name), name
+        meta_a, meta_b = (json.loads(z.read("dataset.json")) for z in (a, b))
+    meta_a.pop("created"), meta_b.pop("created")
+    assert meta_a == meta_b

@@ -20,8 +20,10 @@ def make_micro_config(
     **overrides,
 ) -> TrainConfig:
     """The tiny preset shrunk further (feature maps <= 16, latent 8, 4 grid images), data
-    cached on the CPU, no loader workers; phases, length and ticks in kimg as given."""
-    cfg = configure(data, outdir, "tiny", num_workers=0, data_cache="cpu", **overrides)
+    cached on the CPU and no loader workers unless overridden; phases, length and ticks in
+    kimg as given."""
+    overrides = {"num_workers": 0, "data_cache": "cpu", **overrides}
+    cfg = configure(data, outdir, "tiny", **overrides)
     cfg.network.fmap_base, cfg.network.fmap_max, cfg.network.latent_size = 64, 16, 8
     cfg.schedule.stabilize_kimg = cfg.schedule.fade_kimg = phase_kimg
     cfg.schedule.total_kimg = total_kimg

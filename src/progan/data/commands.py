@@ -1,9 +1,10 @@
-"""``progan dataset create`` and ``progan dataset info`` (argparse sub-commands)."""
+"""``progan dataset create``, ``info`` and ``prepare`` (argparse sub-commands)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from typing import Any
 
 from progan.cli_options import add_json, add_seed
@@ -35,6 +36,7 @@ def run_create(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         seed=args.seed,
         labels_from_folders=args.labels_from_folders,
+        workers=args.workers,
     )
     print(summary)
     return 0
@@ -58,7 +60,35 @@ def format_info(info: dict[str, Any]) -> str:
             lines.append(f"  {name}: {count}")
     else:
         lines.append("labels:      none")
+    lv = info.get("levels")
+    if lv:
+        sizes = ", ".join(f"{r}x{r}" for r in lv["resolutions"]) or "none"
+        lines.append(f"levels:      {sizes}, {lv['bytes'] / 2**20:.1f} MiB in {lv['path']}")
+    else:
+        lines.append("levels:      not prepared (`progan dataset prepare`)")
     return "\n".join(lines)
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from progan.data.dataset import ImageDataset
+    from progan.data.levels import prepare_levels
+
+    dataset = ImageDataset(args.dest)
+    t0 = time.perf_counter()
+    store = prepare_levels(
+        dataset,
+        max_bytes=int(args.max_gib * 2**30),
+        workers=args.workers,
+        progress=not args.no_progress,
+    )
+    seconds = time.perf_counter() - t0
+    levels = ", ".join(f"{r}x{r}" for r in store.resolutions) or "none (budget too small)"
+    print(
+        f"Wrote the levels of {dataset.path} to {store.path}: {levels}, "
+        f"{store.nbytes() / 2**20:.1f} MiB, in {seconds:.1f} s "
+        f"({1000 * seconds / len(dataset):.1f} s per 1,000 images)"
+    )
+    return 0
 
 
 def run_info(args: argparse.Namespace) -> int:
@@ -68,7 +98,7 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def add_commands(dataset_subparsers: argparse._SubParsersAction) -> None:
-    """Register ``create`` and ``info`` under ``progan dataset``."""
+    """Register ``create``, ``prepare`` and ``info`` under ``progan dataset``."""
     p = dataset_subparsers.add_parser(
         "create",
         help="convert images (folder, zip, CIFAR-10, MNIST, LSUN, CelebA, synthetic:shapes) "
@@ -108,8 +138,36 @@ def add_commands(dataset_subparsers: argparse._SubParsersAction) -> None:
         help="label each image by its class folder (<class>/<image>, e.g. CIFAR-10 as PNG "
         "folders); classes in sorted order of the folder names",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes that resize and encode (default: all usable cores); same output bytes",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_create)
+
+    p = dataset_subparsers.add_parser(
+        "prepare",
+        help="write the dataset's lower resolutions once (fast low-resolution phases)",
+        description="Write every lower resolution of the dataset's images (4x4, 8x8, ...) as "
+        "raw uint8 arrays beside it (DEST.levels/), so that training reads a phase's reals "
+        "without decoding the full-size PNGs. Training makes them on first use when the "
+        "dataset is too large to cache; this command does it ahead of time with all cores.",
+    )
+    p.add_argument("dest", metavar="DEST", help="a progan dataset (zip or folder)")
+    p.add_argument(
+        "--max-gib",
+        type=float,
+        default=4.0,
+        help="store levels from 4x4 up while their total stays within this (default 4 GiB); "
+        "higher ones are decoded from the dataset during training",
+    )
+    p.add_argument(
+        "--workers", type=int, default=None, help="processes (default: all usable cores)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_prepare)
 
     p = dataset_subparsers.add_parser("info", help="describe a progan dataset")
     p.add_argument("dest", metavar="DEST", help="a progan dataset (zip or folder)")

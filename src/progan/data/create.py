@@ -4,6 +4,9 @@ into a progan dataset; ``make_synthetic_dataset``: the built-in shapes as a data
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import multiprocessing
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,11 +19,13 @@ from progan.data.dataset import DatasetWriter, ImageDataset, is_power_of_two
 from progan.data.images import (
     BadImageError,
     check_transform,
+    encode_png,
     fit_to_square,
     natural_channels,
     required_side,
     to_uint8_hwc,
 )
+from progan.data.levels import usable_cores
 from progan.data.source_base import with_folder_labels
 from progan.data.sources import Source, open_source
 from progan.data.synthetic import DEFAULT_RESOLUTION, SyntheticShapesSource
@@ -83,6 +88,34 @@ def default_resolution(width: int, height: int, transform: str, name: str) -> in
     return 1 << (side.bit_length() - 1)
 
 
+# Smaller datasets are converted in this process: starting the workers would cost more.
+MIN_IMAGES_FOR_WORKERS = 32
+
+
+def _square_png(arr: np.ndarray, resolution: int, transform: str, name: str) -> tuple:
+    """Worker: HWC uint8 -> ``("ok", PNG bytes of the (C, R, R) square)`` or
+    ``("bad", name, reason)``; the same bytes in any process."""
+    try:
+        square = fit_to_square(arr, resolution, transform, name)
+    except BadImageError as e:
+        return ("bad", e.name, e.reason)
+    return ("ok", encode_png(np.ascontiguousarray(square.transpose(2, 0, 1))))
+
+
+class _Inline:
+    """``apply_async`` run at once in this process (``workers=0``)."""
+
+    class _Done:
+        def __init__(self, value: tuple):
+            self.value = value
+
+        def get(self) -> tuple:
+            return self.value
+
+    def apply_async(self, fn, args):
+        return self._Done(fn(*args))
+
+
 def create_dataset(
     source: str | os.PathLike | Source,
     dest: str | os.PathLike,
@@ -96,6 +129,7 @@ def create_dataset(
     progress: bool = True,
     seed: int = 0,
     labels_from_folders: bool = False,
+    workers: int | None = None,
 ) -> CreateSummary:
     """Convert ``source`` into a progan dataset at ``dest`` (``.zip`` or a new folder).
 
@@ -110,6 +144,8 @@ def create_dataset(
     * ``seed``: only used by ``synthetic:`` sources.
     * ``labels_from_folders``: label each image of a folder or zip source by the folder that
       holds it (``<class>/<image>``; classes in sorted order of their names).
+    * ``workers``: processes that resize and PNG-encode (default: all usable cores; 0 = this
+      process); this process reads the source. The output bytes do not depend on it.
 
     Nothing is left at ``dest`` if this fails. Raises :class:`DatasetError`.
     """
@@ -127,10 +163,47 @@ def create_dataset(
     skipped: list[tuple[str, str]] = []
     writer: DatasetWriter | None = None
     first_channels: tuple[str, int] | None = None
+    workers = usable_cores() if workers is None else workers
+    pending: collections.deque = collections.deque()  # (async result, label), source order
+
+    def bad(name: str, reason: str, bar: tqdm) -> None:
+        if not skip_bad:
+            raise DatasetError(f"bad image in {src.describe()}: {name}: {reason}")
+        skipped.append((name, reason))
+        bar.set_postfix(skipped=len(skipped))
+
+    def write_oldest(bar: tqdm) -> None:
+        nonlocal writer
+        result, label = pending.popleft()
+        out = result.get()
+        if out[0] == "bad":
+            bad(out[1], out[2], bar)
+            return
+        if writer is None:
+            writer = DatasetWriter(
+                dest, resolution, out_ch, source=src.describe(), source_kind=src.kind,
+                class_names=src.class_names,
+            )  # fmt: skip
+        writer.add_png(out[1], label)
+        bar.update(1)
+
     try:
-        with tqdm(total=total, disable=not progress, unit="img", desc="dataset") as bar:
+        with contextlib.ExitStack() as stack:
+            pool = _Inline()
+            if workers > 0 and total >= MIN_IMAGES_FOR_WORKERS:
+                pool = stack.enter_context(multiprocessing.get_context().Pool(workers))
+            bar = stack.enter_context(
+                tqdm(total=total, disable=not progress, unit="img", desc="dataset")
+            )
             for entry in src.entries():
-                if writer is not None and writer.count >= total:
+                # As one process would: stop once `total` images are written (an image still
+                # in flight may yet turn out bad and need a successor).
+                written = writer.count if writer is not None else 0
+                while pending and (len(pending) >= 4 * max(workers, 1) or
+                                   written + len(pending) >= total):  # fmt: skip
+                    write_oldest(bar)
+                    written = writer.count if writer is not None else 0
+                if written >= total:
                     break
                 try:
                     img = entry.read()
@@ -147,24 +220,13 @@ def create_dataset(
                         resolution = default_resolution(*_image_size(img), transform, entry.name)
                     out_ch = channels or first_channels[1]
                     arr = to_uint8_hwc(img, out_ch, entry.name)
-                    arr = fit_to_square(arr, resolution, transform, entry.name)
                 except BadImageError as e:
-                    if not skip_bad:
-                        raise DatasetError(f"bad image in {src.describe()}: {e}") from None
-                    skipped.append((e.name, e.reason))
-                    bar.set_postfix(skipped=len(skipped))
+                    bad(e.name, e.reason, bar)
                     continue
-                if writer is None:
-                    writer = DatasetWriter(
-                        dest,
-                        resolution,
-                        out_ch,
-                        source=src.describe(),
-                        source_kind=src.kind,
-                        class_names=src.class_names,
-                    )
-                writer.add(np.ascontiguousarray(arr.transpose(2, 0, 1)), entry.label)
-                bar.update(1)
+                task = (arr, resolution, transform, entry.name)
+                pending.append((pool.apply_async(_square_png, task), entry.label))
+            while pending:
+                write_oldest(bar)
         if writer is None:
             if skipped:
                 raise DatasetError(
@@ -199,7 +261,7 @@ def _size_on_disk(path: Path) -> int:
 def dataset_info(path: str | os.PathLike) -> dict[str, Any]:
     """Describe a prepared dataset (validating it): path, count, resolution, channels,
     num_classes, class_names, class_counts (name or index -> count), source, created,
-    transform and size_bytes."""
+    transform, size_bytes and levels (the levels store, or None)."""
     ds = ImageDataset(path)
     class_counts: dict[str, int] | None = None
     if ds.labels is not None:
@@ -219,7 +281,28 @@ def dataset_info(path: str | os.PathLike) -> dict[str, Any]:
         "created": ds.meta.get("created"),
         "transform": ds.meta.get("transform"),
         "size_bytes": _size_on_disk(ds.path),
+        "levels": _levels_info(ds),
     }
+
+
+def _levels_info(ds: ImageDataset) -> dict[str, Any] | None:
+    """The levels store's path, resolutions and bytes as its manifest says (not verified), or
+    None when there is none."""
+    import json
+
+    from progan.data.levels import MANIFEST, levels_path
+
+    path = levels_path(ds)
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+        levels = manifest["levels"]
+        return {
+            "path": str(path),
+            "resolutions": [int(lv["resolution"]) for lv in levels],
+            "bytes": sum(int(lv["bytes"]) for lv in levels),
+        }
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def make_synthetic_dataset(

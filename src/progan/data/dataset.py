@@ -340,8 +340,12 @@ class DatasetWriter:
         if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.shape != shape:
             got = (image.dtype, image.shape) if isinstance(image, np.ndarray) else type(image)
             raise DatasetError(f"DatasetWriter.add expects uint8 {shape}, got {got}")
+        return self.add_png(encode_png(image), label)
+
+    def add_png(self, data: bytes, label: int | None = None) -> str:
+        """Append one image already encoded by :func:`progan.data.images.encode_png` (from
+        a ``(C, R, R)`` array as :meth:`add` takes); returns its archive name."""
         name = image_name(self.count)
-        data = encode_png(image)
         if self._zip is not None:
             self._zip.writestr(name, data)
         else:

@@ -8,9 +8,14 @@ The sequence is a pure function of ``(seed, dataset size)``:
 * with ``mirror=True`` the image at position ``p`` is flipped horizontally when bit 63 of a
   SplitMix64 hash of ``(seed, p)`` is set (half of the images on average).
 
-So batch sizes, worker counts, chunk sizes and caching never change which images come out, and
-``RealImageStream(..., start=s)`` continues exactly where a stream that had consumed ``s``
-images left off.
+So batch sizes, worker counts, chunk sizes, caching and the resolution served never change
+which images come out, and ``RealImageStream(..., start=s)`` continues exactly where a stream
+that had consumed ``s`` images left off.
+
+``resolution`` (default: the dataset's) serves the images box-downscaled to a phase's
+resolution, from the dataset's levels store (:mod:`progan.data.levels`) where it holds that
+resolution, else decoded and reduced in the workers; ``set_resolution`` switches at a phase
+change, at the current position.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -25,10 +31,40 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from progan.data.dataset import ImageDataset
+from progan.data.levels import ImagesAt, LevelStore
+from progan.data.rows import (
+    CACHE_MODES,
+    ServesResolution,
+    default_chunk_size,
+    default_num_workers,
+    gather_rows,
+    labels_tensor,
+    load_all_images,
+    load_cache,
+    read_rows,
+    to_device,
+)
 from progan.errors import ConfigError
 
+__all__ = [  # what other modules import from here
+    "CACHE_MODES",
+    "PREFETCH_CHUNKS",
+    "RealImageStream",
+    "ShuffledOrder",
+    "default_num_workers",
+    "gather_rows",
+    "labels_tensor",
+    "load_all_images",
+    "load_cache",
+    "mirror_flags",
+    "read_rows",
+    "to_device",
+]
+
 _MASK64 = (1 << 64) - 1
-CACHE_MODES = ("none", "cpu", "device")
+# Chunks each loader worker keeps ready: with chunks of up to 256 images, 4 per worker cover
+# several minibatches of the fastest (smallest) phases.
+PREFETCH_CHUNKS = 4
 
 
 # --------------------------------------------------------------------------------------------
@@ -82,26 +118,8 @@ class ShuffledOrder:
         return out
 
 
-def labels_tensor(dataset: ImageDataset) -> torch.Tensor:
-    """int64 ``(N,)`` tensor of the dataset's labels (all -1 when unlabeled)."""
-    if dataset.labels is None:
-        return torch.full((len(dataset),), -1, dtype=torch.int64)
-    return torch.from_numpy(np.asarray(dataset.labels, dtype=np.int64).copy())
-
-
 # --------------------------------------------------------------------------------------------
 # Worker-side chunk reading
-
-
-def read_rows(
-    dataset: ImageDataset, labels: torch.Tensor, indices: np.ndarray, flips: np.ndarray | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode dataset images ``indices`` (uint8 NCHW, mirrored where ``flips``) and their
-    labels, on the CPU; the worker-side twin of :func:`gather_rows`."""
-    images = np.stack([dataset.read_image(int(i)) for i in indices])
-    if flips is not None:
-        images[flips] = images[flips][..., ::-1]
-    return torch.from_numpy(images), labels[torch.from_numpy(indices)]
 
 
 class _Chunks(Dataset):
@@ -110,13 +128,13 @@ class _Chunks(Dataset):
     Returns ``(uint8 (C, ch, R, R) tensor, int64 (C,) tensor)``. Runs in DataLoader workers.
     """
 
-    def __init__(self, dataset: ImageDataset, seed: int, chunk_size: int, mirror: bool):
-        self.dataset = dataset
+    def __init__(self, source: ImagesAt, seed: int, chunk_size: int, mirror: bool):
+        self.source = source
         self.seed = seed
         self.chunk_size = chunk_size
         self.mirror = mirror
-        self.order = ShuffledOrder(seed, len(dataset))
-        self.labels = labels_tensor(dataset)
+        self.order = ShuffledOrder(seed, len(source.dataset))
+        self.labels = labels_tensor(source.dataset)
 
     def __len__(self) -> int:
         return 2**62  # endless; only indexed through _CountFrom
@@ -126,7 +144,7 @@ class _Chunks(Dataset):
         positions = np.arange(start, start + self.chunk_size)
         flips = mirror_flags(self.seed, positions) if self.mirror else None
         return read_rows(
-            self.dataset, self.labels, self.order.indices(start, self.chunk_size), flips
+            self.source, self.labels, self.order.indices(start, self.chunk_size), flips
         )
 
 
@@ -140,90 +158,11 @@ class _CountFrom(Sampler):
         return itertools.count(self.start)
 
 
-class _Range(Dataset):
-    """Consecutive images ``[j*C, min((j+1)*C, N))`` (for loading a cache)."""
-
-    def __init__(self, dataset: ImageDataset, chunk_size: int):
-        self.dataset, self.chunk_size = dataset, chunk_size
-
-    def __len__(self) -> int:
-        return -(-len(self.dataset) // self.chunk_size)
-
-    def __getitem__(self, j: int) -> torch.Tensor:
-        lo = j * self.chunk_size
-        hi = min(lo + self.chunk_size, len(self.dataset))
-        return torch.from_numpy(np.stack([self.dataset.read_image(i) for i in range(lo, hi)]))
-
-
-def load_all_images(dataset: ImageDataset, num_workers: int = 0) -> torch.Tensor:
-    """The whole dataset as a uint8 ``(N, C, R, R)`` CPU tensor (in dataset order)."""
-    c, r = dataset.channels, dataset.resolution
-    out = torch.empty((len(dataset), c, r, r), dtype=torch.uint8)
-    chunk = _default_chunk_size(dataset)
-    loader = DataLoader(_Range(dataset, chunk), batch_size=None, num_workers=num_workers)
-    pos = 0
-    for piece in loader:
-        out[pos : pos + len(piece)] = piece
-        pos += len(piece)
-    return out
-
-
-def _default_chunk_size(dataset: ImageDataset) -> int:
-    image_bytes = dataset.channels * dataset.resolution**2
-    return int(min(256, max(4, (16 << 20) // image_bytes)))
-
-
 # --------------------------------------------------------------------------------------------
 # The stream
 
 
-def load_cache(
-    dataset: ImageDataset, cache: str, device: torch.device, num_workers: int
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """All images (uint8 NCHW) and labels on ``device`` (cache "device") or the CPU ("cpu");
-    (None, None) for "none"."""
-    if cache == "none":
-        return None, None
-    target = device if cache == "device" else torch.device("cpu")
-    return load_all_images(dataset, num_workers).to(target), labels_tensor(dataset).to(target)
-
-
-def gather_rows(
-    images: torch.Tensor, labels: torch.Tensor, indices: np.ndarray, flips: np.ndarray | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows ``indices`` of cached images/labels (on their device), mirrored where ``flips``."""
-    dev = images.device
-    idx = _host_to(torch.from_numpy(indices), dev)
-    out = images[idx]
-    if flips is not None:
-        flip_t = _host_to(torch.from_numpy(flips), dev).view(-1, 1, 1, 1)
-        out = torch.where(flip_t, out.flip(3), out)
-    return out, labels[idx]
-
-
-def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``t`` on ``device``; CPU -> CUDA copies go through pinned memory, non-blocking."""
-    if t.device == device:
-        return t
-    if device.type != "cuda":
-        return t.to(device)
-    if not t.is_pinned():
-        t = t.pin_memory()
-    return t.to(device, non_blocking=True)
-
-
-def _host_to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Copy a small CPU tensor to ``device`` without making the host wait for the GPU.
-
-    A copy from pageable memory synchronizes the stream; from pinned memory it is queued
-    (the caching host allocator keeps the pinned buffer alive until the copy is done).
-    """
-    if device.type != "cuda":
-        return t.to(device)
-    return t.pin_memory().to(device, non_blocking=True)
-
-
-class RealImageStream:
+class RealImageStream(ServesResolution):
     """Endless deterministic stream of ``(images, labels)`` batches from an ImageDataset.
 
     ``next(batch_size)`` returns ``images``: uint8 ``(batch_size, C, R, R)`` in [0, 255] and
@@ -234,6 +173,12 @@ class RealImageStream:
       fixed-size chunks of the sequence ahead of time; batches of any size are assembled here.
     * ``cache="cpu"`` / ``"device"``: the whole dataset is decoded once into a uint8 tensor
       (N*C*R*R bytes) in CPU memory / on ``device`` and batches are gathered from it.
+
+    ``resolution`` (R, default the dataset's S) and ``levels`` (the dataset's
+    :class:`~progan.data.levels.LevelStore`, or None) choose what a row holds: the image
+    box-downscaled to R (module docstring); with a cache, only R is cached.
+    ``num_workers=None``: :func:`default_num_workers`. ``wait_seconds`` accumulates the time
+    ``next`` spent waiting for images (the trainer's data-bound warning reads it).
 
     On CUDA, chunks are pinned and copied with ``non_blocking=True``.
     """
@@ -246,14 +191,17 @@ class RealImageStream:
         seed: int = 0,
         start: int = 0,
         mirror: bool = False,
-        num_workers: int = 2,
+        num_workers: int | None = None,
         cache: str = "none",
         chunk_size: int | None = None,
+        resolution: int | None = None,
+        levels: LevelStore | None = None,
     ):
         if not isinstance(dataset, ImageDataset):
             dataset = ImageDataset(dataset)
         if cache not in CACHE_MODES:
             raise ConfigError(f"cache must be one of {', '.join(CACHE_MODES)}, got {cache!r}")
+        num_workers = default_num_workers() if num_workers is None else num_workers
         if start < 0 or num_workers < 0:
             raise ConfigError("start and num_workers must be >= 0")
         self.dataset = dataset
@@ -262,14 +210,20 @@ class RealImageStream:
         self.mirror = bool(mirror)
         self.num_workers = int(num_workers)
         self.cache = cache
-        self.chunk_size = int(chunk_size or _default_chunk_size(dataset))
+        self.levels = levels
+        self._chunk_size = chunk_size
         self._position = int(start)
         self._order = ShuffledOrder(self.seed, len(dataset))
         self._pin = self.device.type == "cuda"
         self._pieces: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._buffered = 0
         self._iter: Iterator | None = None
-        self._images, self._labels = load_cache(dataset, cache, self.device, self.num_workers)
+        self.wait_seconds = 0.0
+        self.resolution = 0
+        self.set_resolution(resolution or dataset.resolution)
+
+    def _source_changed(self) -> None:
+        self.chunk_size = int(self._chunk_size or default_chunk_size(self.source))
 
     @property
     def position(self) -> int:
@@ -285,11 +239,13 @@ class RealImageStream:
         """The next ``batch_size`` images (uint8 NCHW) and labels (int64), on ``device``."""
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        t0 = time.perf_counter()
         if self._images is not None:
             images, labels = self._gather_cached(batch_size)
         else:
             images, labels = self._take_streamed(batch_size)
         self._position += batch_size
+        self.wait_seconds += time.perf_counter() - t0
         return images, labels
 
     def _gather_cached(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -306,13 +262,14 @@ class RealImageStream:
 
     def _start_workers(self) -> None:
         first_chunk = self._position // self.chunk_size
-        chunks = _Chunks(self.dataset, self.seed, self.chunk_size, self.mirror)
+        chunks = _Chunks(self.source, self.seed, self.chunk_size, self.mirror)
         loader = DataLoader(
             chunks,
             batch_size=None,
             sampler=_CountFrom(first_chunk),
-            num_workers=self.num_workers,
+            num_workers=self.loader_workers,
             pin_memory=self._pin,
+            prefetch_factor=PREFETCH_CHUNKS if self.loader_workers else None,
         )
         self._iter = iter(loader)
         skip = self._position - first_chunk * self.chunk_size

@@ -15,11 +15,15 @@ different number of ranks continues the same sequence.
   discarded and restarted at the current position (always correct, merely slower).
 * ``cache="cpu"`` / ``"device"``: the whole dataset is decoded once and the rank's images are
   gathered from it.
+
+``resolution``, ``levels`` and ``set_resolution`` serve the images at a phase's resolution, as
+in :class:`~progan.data.loader.RealImageStream`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -27,16 +31,19 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from progan.data.dataset import ImageDataset
+from progan.data.levels import ImagesAt, LevelStore
 from progan.data.loader import (
     CACHE_MODES,
+    PREFETCH_CHUNKS,
     ShuffledOrder,
+    default_num_workers,
     gather_rows,
     labels_tensor,
-    load_cache,
     mirror_flags,
     read_rows,
     to_device,
 )
+from progan.data.rows import ServesResolution
 from progan.errors import ConfigError
 
 OffsetsFn = Callable[[int], np.ndarray]
@@ -57,12 +64,12 @@ class _PositionReader(Dataset):
     """Item = ``(start, batch, positions)`` -> ``(start, batch, images, labels)``; runs in
     DataLoader workers."""
 
-    def __init__(self, dataset: ImageDataset, seed: int, mirror: bool):
-        self.dataset = dataset
+    def __init__(self, source: ImagesAt, seed: int, mirror: bool):
+        self.source = source
         self.seed = seed
         self.mirror = mirror
-        self.order = ShuffledOrder(seed, len(dataset))
-        self.labels = labels_tensor(dataset)
+        self.order = ShuffledOrder(seed, len(source.dataset))
+        self.labels = labels_tensor(source.dataset)
 
     def __len__(self) -> int:
         return 2**62  # endless; only indexed through _Steps
@@ -71,7 +78,7 @@ class _PositionReader(Dataset):
         start, batch, positions = item
         flips = mirror_flags(self.seed, positions) if self.mirror else None
         images, labels = read_rows(
-            self.dataset, self.labels, dataset_indices(self.order, positions), flips
+            self.source, self.labels, dataset_indices(self.order, positions), flips
         )
         return start, batch, images, labels
 
@@ -92,7 +99,7 @@ class _Steps(Sampler):
             pos += batch
 
 
-class ShardedImageStream:
+class ShardedImageStream(ServesResolution):
     """This rank's images of each global minibatch (see the module docstring).
 
     ``next(B)`` returns ``images``: uint8 ``(len(offsets(B)), C, R, R)`` and ``labels``: int64,
@@ -109,11 +116,14 @@ class ShardedImageStream:
         seed: int = 0,
         start: int = 0,
         mirror: bool = False,
-        num_workers: int = 2,
+        num_workers: int | None = None,
         cache: str = "none",
+        resolution: int | None = None,
+        levels: LevelStore | None = None,
     ):
         if cache not in CACHE_MODES:
             raise ConfigError(f"cache must be one of {', '.join(CACHE_MODES)}, got {cache!r}")
+        num_workers = default_num_workers() if num_workers is None else num_workers
         if start < 0 or num_workers < 0:
             raise ConfigError("start and num_workers must be >= 0")
         self.dataset = dataset
@@ -128,7 +138,10 @@ class ShardedImageStream:
         self._order = ShuffledOrder(self.seed, len(dataset))
         self._pin = self.device.type == "cuda"
         self._iter: Iterator | None = None
-        self._images, self._labels = load_cache(dataset, cache, self.device, self.num_workers)
+        self.levels = levels
+        self.wait_seconds = 0.0
+        self.resolution = 0
+        self.set_resolution(resolution or dataset.resolution)
 
     @property
     def position(self) -> int:
@@ -138,11 +151,13 @@ class ShardedImageStream:
     def next(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        t0 = time.perf_counter()
         if self._images is not None:
             out = self._gather_cached(batch_size)
         else:
             out = self._take_streamed(batch_size)
         self._position += batch_size
+        self.wait_seconds += time.perf_counter() - t0
         return out
 
     def _positions(self, batch_size: int) -> np.ndarray:
@@ -163,11 +178,12 @@ class ShardedImageStream:
     def _start_workers(self, batch_size: int) -> None:
         sizes = self.batch_size_at or (lambda _pos: batch_size)
         loader = DataLoader(
-            _PositionReader(self.dataset, self.seed, self.mirror),
+            _PositionReader(self.source, self.seed, self.mirror),
             batch_size=None,
             sampler=_Steps(self._position, sizes, self.offsets),
-            num_workers=self.num_workers,
+            num_workers=self.loader_workers,
             pin_memory=self._pin,
+            prefetch_factor=PREFETCH_CHUNKS if self.loader_workers else None,
         )
         self._iter = iter(loader)
 

@@ -8,7 +8,10 @@
   home and checks them and the weights for NaN/Inf; a non-finite value restores the newest
   checkpoint and retries with another random stream, three times at most
   (docs/RELIABILITY.md);
-* every ``tick_kimg`` a line goes to log.jsonl and TensorBoard (:mod:`progan.train.stats`);
+* every ``tick_kimg`` a line goes to log.jsonl and TensorBoard (:mod:`progan.train.stats`),
+  with ``data_wait_share``, the share of the tick spent waiting for real images; a phase
+  where it reaches ``DATA_BOUND_SHARE`` (and ``DATA_BOUND_MIN_SECONDS``) gets a data-bound
+  warning (once per phase);
   every ``snapshot_ticks`` ticks, and when the session ends, a snapshot with its metrics
   (:mod:`progan.train.snapshots`);
 * SIGINT/SIGTERM finish the step and write a checkpoint (a second signal exits at once).
@@ -37,6 +40,7 @@ from progan.config import TrainConfig
 from progan.errors import TrainingDiverged
 from progan.schedule import PhaseState, Schedule
 from progan.train import checkpoint as ckpt
+from progan.train.data_feed import DATA_BOUND_MIN_SECONDS, DATA_BOUND_SHARE
 from progan.train.distributed import Dist, debug_fail_point, on_main_shared
 from progan.train.stats import StatsWriter
 
@@ -71,6 +75,7 @@ class RunLoopMixin:
     write_snapshot: Callable[..., dict[str, float]]
     _enter_phase: Callable[[PhaseState], None]
     _open_stream_at: Callable[[int], None]
+    data_wait_share: Callable[[float, float], float]
     _finite_tensor: Callable[[], torch.Tensor]
     _all_finite: Callable[[], bool]
     load_state_dict: Callable[..., None]
@@ -133,6 +138,8 @@ class RunLoopMixin:
         tick_count = 0
         tick_start_images = self.images
         tick_start_time = time.time()
+        tick_start_wait = 0.0  # the stream's wait_seconds at the start of the tick
+        data_bound_warned: set[str] = set()  # phases already reported as data-bound
         session_start = time.time() - self.seconds
         wall_start = time.time()
         ticks_this_session = 0
@@ -144,6 +151,7 @@ class RunLoopMixin:
         def close_tick(st: PhaseState) -> bool:
             """Log the tick (and snapshot when due or stopping); True when the session ends."""
             nonlocal tick_sums, tick_count, tick_start_images, tick_start_time, ticks_this_session
+            nonlocal tick_start_wait
             self.ticks += 1
             ticks_this_session += 1
             now = time.time()
@@ -151,6 +159,18 @@ class RunLoopMixin:
             record = self._tick_record(
                 st, tick_sums, tick_count, tick_start_images, now - tick_start_time
             )
+            share = self.data_wait_share(tick_start_wait, now - tick_start_time)
+            record["data_wait_share"] = round(share, 4)
+            waited = share * (now - tick_start_time)
+            bound = share >= DATA_BOUND_SHARE and waited >= DATA_BOUND_MIN_SECONDS
+            if bound and st.name not in data_bound_warned and self.is_main:
+                data_bound_warned.add(st.name)
+                tqdm.write(
+                    f"Warning: phase {st.name} is data-bound: waiting for real images took "
+                    f"{share:.0%} of the tick at {record['images_per_sec']:.0f} img/s "
+                    "(more --workers, `progan dataset prepare`, or a faster disk; "
+                    'docs/PERFORMANCE.md "Data rate")'
+                )
             maintenance = time.time()
             last = self.images >= total or self.stop_requested
             out_of_time = max_seconds is not None and now - wall_start >= max_seconds
@@ -168,6 +188,7 @@ class RunLoopMixin:
                 stats_writer.write(record)
             tick_sums, tick_count = {}, 0
             tick_start_images, tick_start_time = self.images, time.time()
+            tick_start_wait = self.stream.wait_seconds if self.stream is not None else 0.0
             return stop_now
 
         try:

@@ -3,11 +3,14 @@
 Owns the networks (G, D and the EMA copy of G), both Adam optimizers, the schedule position
 (images, steps, ticks, training seconds), the run's random stream, the real-image stream
 (opened at the saved data position; this rank's shard when data-parallel), the phase changes
-(Adam reset and learning rate), and ``state_dict``/``load_state_dict``: everything needed to
-continue a run exactly (the training state file, docs/ARCHITECTURE.md "Checkpoints").
+(Adam reset, learning rate, the stream's resolution), and ``state_dict``/``load_state_dict``:
+everything needed to continue a run exactly (the training state file, docs/ARCHITECTURE.md
+"Checkpoints").
 
 The other parts of the Trainer live in their own modules and read this state:
 
+* :mod:`progan.train.data_feed`: the real-image stream (cached whole, or each phase's
+  resolution from the dataset's levels) and its wait time;
 * :mod:`progan.train.step`: ``train_step``, what one minibatch does to G, D and the EMA;
 * :mod:`progan.train.snapshots`: grids, snapshots and checkpoints, metrics, ``best.json``;
 * :mod:`progan.train.run_loop`: ``run``, the ticks, read-backs, signals and NaN recovery.
@@ -28,7 +31,8 @@ from progan.config import TrainConfig, from_dict, to_dict
 from progan.errors import CheckpointError, ConfigError
 from progan.nn import Discriminator, Generator
 from progan.schedule import PhaseState, Schedule
-from progan.train.distributed import Dist, check_batch_sizes, shard_offsets
+from progan.train.data_feed import DataFeedMixin
+from progan.train.distributed import Dist, check_batch_sizes
 from progan.train.ema import make_ema_copy
 from progan.train.gradients import GradientReducer
 from progan.train.run_loop import RunLoopMixin
@@ -49,14 +53,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-class Trainer(StepMixin, SnapshotMixin, RunLoopMixin):
+class Trainer(DataFeedMixin, StepMixin, SnapshotMixin, RunLoopMixin):
     """Holds the networks, optimizers, EMA, data stream and schedule position of one run.
 
     With ``dist`` (one rank of a data-parallel job) every rank holds the same replica; only
     rank 0 (``is_main``) writes into ``run_dir``. ``train_step`` comes from
     :class:`~progan.train.step.StepMixin`, ``write_snapshot`` and ``evaluate_metrics`` from
     :class:`~progan.train.snapshots.SnapshotMixin`, ``run`` from
-    :class:`~progan.train.run_loop.RunLoopMixin`.
+    :class:`~progan.train.run_loop.RunLoopMixin`, the stream from
+    :class:`~progan.train.data_feed.DataFeedMixin`.
     """
 
     def __init__(
@@ -155,6 +160,7 @@ class Trainer(StepMixin, SnapshotMixin, RunLoopMixin):
         self.grid_z = torch.randn(cfg.grid_size, net.latent_size, generator=fixed)
         self.grid_labels = torch.arange(cfg.grid_size) % net.label_size if net.label_size else None
         self.stream = None
+        self.levels = None  # the dataset's levels store, opened with the first stream
         self.stop_requested = False  # agreed by all ranks
         self.stop_signal = False  # a signal arrived at this process
         self.checkpoint_images = -1  # images at the newest checkpoint written or loaded
@@ -216,73 +222,6 @@ class Trainer(StepMixin, SnapshotMixin, RunLoopMixin):
                 f"{ds.path}: dataset has {ds.num_classes} classes, network expects {net.label_size}"
             )
 
-    def _data_cache_mode(self) -> str:
-        mode = self.cfg.data_cache
-        if mode != "auto":
-            return mode
-        ds = self.dataset
-        nbytes = len(ds) * ds.channels * ds.resolution**2
-        if self.device.type == "cuda" and nbytes <= 2 * 2**30:
-            return "device"
-        return "cpu" if nbytes <= 2**30 else "none"
-
-    def _open_stream(self) -> None:
-        from progan.data.loader import RealImageStream
-
-        if self.stream is not None:
-            self.stream.close()
-        if self.dist is not None:
-            self._open_shard_stream()
-            return
-        self.stream = RealImageStream(
-            self.dataset,
-            self.device,
-            seed=self.cfg.seed,
-            start=self.data_position,
-            mirror=self.cfg.mirror,
-            num_workers=self.cfg.num_workers,
-            cache=self._data_cache_mode(),
-        )
-
-    def _open_shard_stream(self) -> None:
-        """This rank's images of each global minibatch of the shared sequence."""
-        from progan.data.shard import ShardedImageStream
-
-        start = self._data_position
-        ahead = self.images - start  # 0: the data position is the number of images shown
-
-        self.stream = ShardedImageStream(
-            self.dataset,
-            self.device,
-            offsets=self._shard_offsets,
-            batch_size_at=lambda pos: self.schedule.at(pos + ahead).batch_size,
-            seed=self.cfg.seed,
-            start=start,
-            mirror=self.cfg.mirror,
-            num_workers=self.cfg.num_workers,
-            cache=self._data_cache_mode(),
-        )
-
-    def _shard_offsets(self, batch: int) -> Any:
-        assert self.dist is not None
-        return shard_offsets(
-            batch, self.dist.world_size, self.dist.rank, self.cfg.network.mbstd_group_size
-        )
-
-    def _shard_rows(self, batch: int) -> torch.Tensor:
-        """This rank's rows of a global batch (device index tensor, cached per batch size)."""
-        rows = self._rows.get(batch)
-        if rows is None:
-            rows = torch.from_numpy(self._shard_offsets(batch)).to(self.device)
-            self._rows[batch] = rows
-        return rows
-
-    @property
-    def data_position(self) -> int:
-        return self.stream.position if self.stream is not None else self._data_position
-
-    _data_position = 0
-
     # ----------------------------------------------------------------------------------------
     # phases
 
@@ -293,6 +232,8 @@ class Trainer(StepMixin, SnapshotMixin, RunLoopMixin):
             for opt in (self.opt_G, self.opt_D):
                 opt.state.clear()
         self.phase_key = st.phase_key
+        if self.stream is not None and self.serves_phase_resolution:
+            self.stream.set_resolution(st.resolution, self._level_cache_mode(st.resolution))
         for opt in (self.opt_G, self.opt_D):
             for group in opt.param_groups:
                 group["lr"] = st.learning_rate
@@ -369,10 +310,3 @@ class Trainer(StepMixin, SnapshotMixin, RunLoopMixin):
                 self.D.load_state_dict(weights["D"])
         except (RuntimeError, KeyError) as exc:
             raise CheckpointError(f"{source}: weights do not fit the network: {exc}") from exc
-
-    def _open_stream_at(self, position: int) -> None:
-        if self.stream is not None:
-            self.stream.close()
-            self.stream = None
-        self._data_position = position
-        self._open_stream()
