@@ -101,3 +101,14 @@ def test_metrics_on_the_pickle_equal_those_on_the_converted_snapshot(official_pk
         results.append(json.loads(js.read_text()))
     assert results[0]["swd"]["avg"] > 0
     assert results[0]["swd"] == results[1]["swd"]
+
+
+def test_the_explorer_serves_an_official_pickle_like_generate(official_pkl):
+    from progan.explore.model import Explorer
+
+    G = load_generator(official_pkl)
+    explorer = Explorer(G)
+    seeds, images = explorer.page(3, 4)
+    assert list(seeds) == [3, 4, 5, 6]
+    served = torch.stack([torch.as_tensor(np.asarray(im)) for im in images])
+    assert torch.equal(served, generate_images(load_generator(official_pkl), [3, 4, 5, 6]))
