@@ -240,6 +240,11 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         help="conditional models: one grid row per class, seeds along the row",
     )
     p.add_argument("--best", action="store_true", help="a run folder's best snapshot (best.json)")
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="the raw generator saved beside the snapshot (raw-snapshot-*), not its moving average",
+    )
     add_device(p, help=None)
     p.set_defaults(func=_run_generate)
 
@@ -253,7 +258,7 @@ def _run_generate(args: argparse.Namespace) -> int:
 
     if not args.grid and not args.outdir:
         raise ProganError("give --grid FILE.png and/or --outdir DIR")
-    G = load_generator(args.checkpoint, resolve_device(args.device), best=args.best)
+    G = load_generator(args.checkpoint, resolve_device(args.device), best=args.best, raw=args.raw)
     try:
         seeds = parse_seeds(args.seeds)
     except ValueError as exc:
