@@ -61,6 +61,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--d-steps", type=int, help="D steps per G step (n_critic) [1, as in the paper]")
     p.add_argument("--lr", type=float, help="one learning rate for every resolution [0.001]")
     p.add_argument(
+        "--ema-rampup",
+        type=float,
+        help="cap the generator EMA's half-life at this fraction of the images shown; 0 = the "
+        "paper's fixed decay [preset's: cpu and quickstart 0.01, tiny 0.1, others 0]",
+    )
+    p.add_argument(
         "--gp-target",
         type=float,
         help="gradient penalty target gamma: lambda * (||grad|| - gamma)^2 / gamma^2 "
@@ -173,6 +179,7 @@ def _run_train(args: argparse.Namespace) -> int:
         ("metrics_num", "metrics_num"),
         ("d_steps", "d_steps"),
         ("fid_preprocess", "fid_preprocess"),
+        ("ema_rampup", "ema_rampup"),
     ):
         if getattr(args, flag) is not None:
             overrides[key] = getattr(args, flag)
