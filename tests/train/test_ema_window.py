@@ -8,14 +8,19 @@ per-image std 0.82-0.88 of the raw G's with the old ramp-up of 0.05 x images sho
 half-life of 69 steps at the issue's 43.9 kimg). These tests pin the window that fixed it.
 """
 
+import copy
 import math
 
 import pytest
+import torch
+from micro import make_micro_config
 
 from progan.config import TrainConfig
 from progan.presets import preset
 from progan.schedule import Schedule
+from progan.train.ema import update_ema
 from progan.train.step import StepMixin
+from progan.train.trainer import Trainer
 
 
 class _EmaClock(StepMixin):
@@ -63,3 +68,33 @@ def test_ema_rampup_cap_and_the_paper_decay():
     assert half_life_steps(cfg, 10**9, 32) == pytest.approx(paper_steps)
     cfg.ema_rampup = 0.0
     assert half_life_steps(cfg, 0, 32) == pytest.approx(paper_steps)
+
+
+def test_ema_copy_is_the_generator_averaged_by_name(shapes8, tmp_path):
+    """Ruled out as causes of issue 24 (measured there, pinned here): the EMA copy pairs every
+    parameter with G's of the same name, and computes exactly G's function (same He-scale
+    handling, depth and fade, layers): after real training steps through a fade-in and a
+    phase change (Adam reset), an update with decay 0 makes its output bitwise G's, and a
+    decay of 0.75 puts every parameter at 0.75 * old + 0.25 * G's."""
+    cfg = make_micro_config(shapes8, tmp_path, phase_kimg=0.064, total_kimg=1.0, tick_kimg=1.0)
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    trainer._open_stream_at(0)
+    for _ in range(6):  # 4x4 stable, then the 8x8 fade-in (batch 16: 0.064 kimg = 4 steps)
+        st = trainer.schedule.at(trainer.images)
+        if st.phase_key != trainer.phase_key:
+            trainer._enter_phase(st)
+        trainer.train_step(st)
+        trainer.images += st.batch_size
+    trainer.stream.close()
+    assert st.depth == 1 and 0.0 < st.alpha < 1.0  # inside the 8x8 fade-in
+    G, ema = trainer.G, trainer.G_ema
+    old = {k: v.clone() for k, v in ema.state_dict().items()}
+    update_ema(ema, G, 0.75)
+    for name, p in G.named_parameters():
+        expect = 0.75 * old[name] + 0.25 * p.detach()
+        torch.testing.assert_close(ema.state_dict()[name], expect, rtol=1e-6, atol=1e-7)
+    update_ema(ema, G, 0.0)
+    z = torch.randn(8, cfg.network.latent_size)
+    G_eval = copy.deepcopy(G).eval()
+    for depth, alpha in ((st.depth, st.alpha), (0, 1.0), (1, 1.0)):
+        assert torch.equal(ema(z, None, depth, alpha), G_eval(z, None, depth, alpha))
