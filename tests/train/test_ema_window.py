@@ -37,8 +37,9 @@ def half_life_steps(cfg: TrainConfig, images: int, batch: int) -> float:
 
 
 # (preset, kimg reached by its documented short run): the ~40-minute CelebA run of the cpu
-# preset stops in the 32x32 phases before 56 kimg (docs/RESULTS.md Part 1).
-SHORT_RUNS = [("cpu", 56.0)]
+# preset stops in the 32x32 phases before 56 kimg (docs/RESULTS.md Part 1); the quickstart
+# trains 12 kimg (minibatch 8: 1,500 G steps).
+SHORT_RUNS = [("cpu", 56.0), ("quickstart", 12.0)]
 
 
 @pytest.mark.parametrize("name, kimg", SHORT_RUNS)
@@ -46,14 +47,14 @@ def test_ema_half_life_stays_within_the_generators_correlation_time(name, kimg):
     """At every point of the documented short run the EMA's half-life is at most 20 G steps,
     about the span over which the raw G's outputs were measured to stay correlated (0.75-0.96
     at a lag of 16 steps, 0.5-0.7 at 64). The old ramp-up (0.05) reached 69 steps at the
-    issue's 43.9 kimg and 88 at 56 kimg."""
+    issue's 43.9 kimg and 88 at 56 kimg (quickstart: 75 at its end)."""
     cfg = preset(name, 32)
     schedule = Schedule(cfg.schedule, 32)
     for images in range(0, int(kimg * 1000) + 1, 250):
         batch = schedule.at(images).batch_size
         assert half_life_steps(cfg, images, batch) <= 20.0, (name, images)
-    at_issue_point = half_life_steps(cfg, 43_900, 32)
-    assert at_issue_point == pytest.approx(43_900 * cfg.ema_rampup / 32)  # 13.7 steps
+    if name == "cpu":  # the issue's point: 13.7 steps (69 with the old ramp-up)
+        assert half_life_steps(cfg, 43_900, 32) == pytest.approx(43_900 * cfg.ema_rampup / 32)
 
 
 def test_ema_rampup_cap_and_the_paper_decay():
