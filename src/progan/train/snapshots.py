@@ -121,22 +121,20 @@ class SnapshotMixin:
         save_image_grid(grid, self.run_dir / f"fakes-{kimg:010.3f}.png")
         if stats is not None:
             stats.image("fakes", make_grid(grid), kimg)
-        sha = ckpt.save_generator_snapshot(
-            self.run_dir / ckpt.snapshot_name(kimg),
-            self.G_ema.state_dict(),
-            self.cfg.network,
-            st.depth,
-            st.alpha,
-            extra={"kimg": kimg, "images": self.images, "generator": "ema"},
-        )
-        ckpt.save_generator_snapshot(
-            self.run_dir / ckpt.raw_snapshot_name(kimg),
-            self.G.state_dict(),
-            self.cfg.network,
-            st.depth,
-            st.alpha,
-            extra={"kimg": kimg, "images": self.images, "generator": "raw"},
-        )
+        # the raw generator first, so that an EMA snapshot on disk always has its raw one
+        sha = ""
+        for name, generator, kind in (
+            (ckpt.raw_snapshot_name(kimg), self.G, "raw"),
+            (ckpt.snapshot_name(kimg), self.G_ema, "ema"),
+        ):
+            sha = ckpt.save_generator_snapshot(
+                self.run_dir / name,
+                generator.state_dict(),
+                self.cfg.network,
+                st.depth,
+                st.alpha,
+                extra={"kimg": kimg, "images": self.images, "generator": kind},
+            )  # sha: the EMA snapshot's, entered in the manifest
         ckpt.write_checkpoint(
             self.run_dir, kimg, self.images, self.state_dict(), sha, self.cfg.keep_checkpoints
         )
