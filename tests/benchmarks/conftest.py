@@ -38,3 +38,9 @@ def db():
 def qs():
     """benchmarks/quickstart.py as a module."""
     yield from _load("quickstart.py", "progan_bench_quickstart")
+
+
+@pytest.fixture(scope="module")
+def ema_dyn():
+    """benchmarks/ema_dynamics.py as a module."""
+    yield from _load("ema_dynamics.py", "progan_bench_ema_dynamics")
