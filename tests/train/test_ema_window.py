@@ -4,8 +4,9 @@ Measured on 2-core CPU runs of the ``cpu`` preset on CelebA (docs/RESULTS.md, "E
 generator"): the raw generator's output for a fixed latent changes within tens of G steps
 (colour hopping; correlation with itself 64 steps earlier 0.5-0.7), so an average of its
 weights over more steps than that blends different images and loses per-image contrast (EMA
-per-image std 0.82-0.88 of the raw G's with the old ramp-up of 0.05 x images shown, i.e. a
-half-life of 69 steps at the issue's 43.9 kimg). These tests pin the window that fixed it.
+per-image std 0.69-0.97 of the raw G's per phase with the old ramp-up of 0.05 x images shown,
+a half-life of 69 steps at the issue's 43.9 kimg; 0.91-1.09 with 0.01). These tests pin the
+window of the fix, and what was ruled out as a cause.
 """
 
 import copy
