@@ -63,6 +63,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--d-steps", type=int, help="D steps per G step (n_critic) [1, as in the paper]")
     p.add_argument("--lr", type=float, help="one learning rate for every resolution [0.001]")
     p.add_argument(
+        "--ema-rampup",
+        type=float,
+        help="cap the generator EMA's half-life at this fraction of the images shown; 0 = the "
+        "paper's fixed decay [preset's: cpu and quickstart 0.01, tiny 0.1, others 0]",
+    )
+    p.add_argument(
         "--gp-target",
         type=float,
         help="gradient penalty target gamma: lambda * (||grad|| - gamma)^2 / gamma^2 "
@@ -193,6 +199,7 @@ def _run_train(args: argparse.Namespace) -> int:
         ("metrics_num", "metrics_num"),
         ("d_steps", "d_steps"),
         ("fid_preprocess", "fid_preprocess"),
+        ("ema_rampup", "ema_rampup"),
     ):
         if getattr(args, flag) is not None:
             overrides[key] = getattr(args, flag)
@@ -274,6 +281,11 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         help="conditional models: one grid row per class, seeds along the row",
     )
     p.add_argument("--best", action="store_true", help="a run folder's best snapshot (best.json)")
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="the raw generator saved beside the snapshot (raw-snapshot-*), not its moving average",
+    )
     add_device(p, help=None)
     p.set_defaults(func=_run_generate)
 
@@ -287,7 +299,7 @@ def _run_generate(args: argparse.Namespace) -> int:
 
     if not args.grid and not args.outdir:
         raise ProganError("give --grid FILE.png and/or --outdir DIR")
-    G = load_generator(args.checkpoint, resolve_device(args.device), best=args.best)
+    G = load_generator(args.checkpoint, resolve_device(args.device), best=args.best, raw=args.raw)
     try:
         seeds = parse_seeds(args.seeds)
     except ValueError as exc:

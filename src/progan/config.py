@@ -182,6 +182,9 @@ class TrainConfig:
     ema_beta: float = 0.999  # per-step decay of the generator's moving average (0 = off)
     # Optional warm-up (not in the paper): the EMA's half-life, in images, is capped at
     # ema_rampup * images shown so far, so short runs are not dominated by the initial weights.
+    # Short CPU runs need a small one (cpu/quickstart presets: 0.01; issue 24, docs/RESULTS.md
+    # "EMA generator"): their G changes within tens of steps, and a longer average of it loses
+    # per-image contrast.
     ema_rampup: float | None = None
     seed: int = 0
     mirror: bool = False  # random horizontal flips of real images
@@ -234,6 +237,8 @@ class TrainConfig:
             )
         if not 0.0 <= self.ema_beta < 1.0:
             raise ConfigError(f"ema_beta must be in [0, 1), got {self.ema_beta}")
+        if self.ema_rampup is not None and not self.ema_rampup >= 0.0:
+            raise ConfigError(f"ema_rampup must be >= 0 (0 = off), got {self.ema_rampup}")
         if self.tick_kimg <= 0 or self.snapshot_ticks < 1 or self.keep_checkpoints < 1:
             raise ConfigError("tick_kimg must be > 0; snapshot_ticks and keep_checkpoints >= 1")
 

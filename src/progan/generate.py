@@ -14,33 +14,50 @@ import torch
 
 from progan.errors import CheckpointError
 from progan.nn.generator import Generator
-from progan.train.checkpoint import load_generator_snapshot, newest_snapshot, read_best
+from progan.train.checkpoint import (
+    load_generator_snapshot,
+    newest_snapshot,
+    raw_snapshot_for,
+    read_best,
+)
 
 
-def load_generator(
-    path: str | Path, device: str | torch.device = "cpu", best: bool = False
-) -> Generator:
-    """A generator in eval mode from a ``.safetensors`` snapshot, a run folder (its newest
-    snapshot, or with ``best=True`` the best one by the training metric, see ``best.json``),
-    or an official network pickle (``karras2018iclr-*.pkl``: its Gs, read without running
-    anything, :mod:`progan.official`).
-
-    A snapshot taken before the network was fully grown loads with ``default_depth`` and
-    ``default_alpha`` set to the depth and fade it was trained to (an official pickle: those
-    of its ``lod``).
-    """
+def snapshot_path(path: str | Path, best: bool = False, raw: bool = False) -> Path:
+    """The snapshot file that ``path`` names: a ``.safetensors`` file as it is, a run folder's
+    newest snapshot, or with ``best=True`` a run folder's best one (``best.json``); ``raw=True``
+    gives the raw generator's snapshot beside it (``raw-snapshot-*.safetensors``). Raises
+    CheckpointError when there is none."""
     path = Path(path)
-    from progan.official.load import build_generator, is_official_pickle, read_official
-
-    if not best and is_official_pickle(path):
-        return build_generator(read_official(path), "Gs").requires_grad_(False).to(device)
     if best:
         record = read_best(path) if path.is_dir() else None
         if record is None:
             raise CheckpointError(f"{path}: no best.json (train with --metrics to rank snapshots)")
         path = path / record["snapshot"]
     elif path.is_dir():
-        path = newest_snapshot(path)
+        path = newest_snapshot(path, raw=raw)
+    return raw_snapshot_for(path) if raw else path
+
+
+def load_generator(
+    path: str | Path, device: str | torch.device = "cpu", best: bool = False, raw: bool = False
+) -> Generator:
+    """A generator in eval mode from a ``.safetensors`` snapshot, a run folder (its newest
+    snapshot, or with ``best=True`` the best one by the training metric, see ``best.json``),
+    or an official network pickle (``karras2018iclr-*.pkl``: its Gs, read without running
+    anything, :mod:`progan.official`).
+
+    ``raw=True`` loads the raw generator (the network being trained, not its moving average):
+    the one saved beside the chosen snapshot (``raw-snapshot-*.safetensors``; see
+    :func:`snapshot_path`), or an official pickle's G. A snapshot taken before the network was
+    fully grown loads with ``default_depth`` and ``default_alpha`` set to the depth and fade it
+    was trained to (an official pickle: those of its ``lod``).
+    """
+    from progan.official.load import build_generator, is_official_pickle, read_official
+
+    if not best and is_official_pickle(Path(path)):
+        G = build_generator(read_official(Path(path)), "G" if raw else "Gs")
+        return G.eval().requires_grad_(False).to(device)
+    path = snapshot_path(path, best=best, raw=raw)
     snap = load_generator_snapshot(path)
     legacy = snap.state_dict.get("blocks.0.dense.bias")
     if legacy is not None and "blocks.0.bias" not in snap.state_dict:

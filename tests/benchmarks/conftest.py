@@ -44,3 +44,9 @@ def qs():
 def dr():
     """benchmarks/data_rate.py as a module."""
     yield from _load("data_rate.py", "progan_bench_data_rate")
+
+
+@pytest.fixture(scope="module")
+def ema_dyn():
+    """benchmarks/ema_dynamics.py as a module."""
+    yield from _load("ema_dynamics.py", "progan_bench_ema_dynamics")

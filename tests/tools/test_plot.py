@@ -48,6 +48,14 @@ def test_read_log_and_metric_families(tmp_path):
         "swd": ["metric/swd/16", "metric/swd/8", "metric/swd/avg"],
         "fid": ["metric/fid"],
     }
+    # the raw generator's values (issue 24) join their family after the EMA generator's
+    records[-1].update(
+        {"metric-raw/swd/avg": 2.0, "metric-raw/swd/16": 2.5, "metric-raw/seconds": 1}
+    )
+    assert metric_families(records)["swd"] == [
+        "metric/swd/16", "metric/swd/8", "metric/swd/avg",
+        "metric-raw/swd/16", "metric-raw/swd/avg",
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("metrics, columns", [(True, 4), (False, 2)])

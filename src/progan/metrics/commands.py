@@ -42,6 +42,12 @@ def add_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
         "another with --against). Prints a table; --json writes the numbers.",
     )
     p.add_argument("checkpoint", nargs="?", help="snapshot, run folder or official .pkl")
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="evaluate the raw generator saved beside the snapshot (raw-snapshot-*), not its "
+        "moving average",
+    )
     p.add_argument("--data", required=True, help="reference (real) dataset: zip or folder")
     p.add_argument("--against", help="second dataset evaluated instead of a checkpoint")
     p.add_argument("--metrics", default="swd,ms-ssim,fid,is", help="comma-separated list")
@@ -124,7 +130,13 @@ def _evaluate_and_report(args: argparse.Namespace, comm: Dist | None) -> int:
     if args.against is not None:
         fake = DatasetSource(args.against, seed=args.seed + 1)
     else:
-        fake = GeneratorSource(args.checkpoint, device=device)
+        from progan.generate import load_generator
+
+        # --raw: the raw snapshot beside the chosen one, or an official pickle's G
+        checkpoint = args.checkpoint
+        if args.raw:
+            checkpoint = load_generator(checkpoint, device, raw=True)
+        fake = GeneratorSource(checkpoint, device=device)
     results = evaluate(
         args.metrics,
         fake,

@@ -85,19 +85,22 @@ def save_figure(fig, path: str | Path) -> Path:
 def metric_families(records: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
     """Logged metric keys grouped by metric: ``{"swd": ["metric/swd/32", ...,
     "metric/swd/avg"], "fid": ["metric/fid"], ...}`` (SWD levels highest resolution first,
-    ``metric/seconds`` left out)."""
+    ``metric/seconds`` left out). The raw generator's values (``metric-raw/...``, logged since
+    issue 24) join their metric's family after the EMA generator's."""
     keys: list[str] = []
     for rec in records:
         for k in rec:
-            if k.startswith("metric/") and k != "metric/seconds" and k not in keys:
+            prefix, _, rest = k.partition("/")
+            if prefix in ("metric", "metric-raw") and rest != "seconds" and k not in keys:
                 keys.append(k)
     families: dict[str, list[str]] = {}
     for k in keys:
         families.setdefault(k.split("/")[1], []).append(k)
 
-    def order(key: str) -> tuple[int, float]:
+    def order(key: str) -> tuple[bool, int, float]:
         last = key.rsplit("/", 1)[-1]
-        return (0, -float(last)) if last.isdigit() else (1, 0.0)
+        raw = key.startswith("metric-raw/")
+        return (raw, 0, -float(last)) if last.isdigit() else (raw, 1, 0.0)
 
     return {name: sorted(ks, key=order) for name, ks in families.items()}
 
@@ -138,7 +141,9 @@ def plot_run(run_dir: str | Path, out: str | Path, title: str | None = None) -> 
             for key in keys:
                 xs, ys = _series(records, x_key, key)
                 if xs:
-                    ax.plot(xs, ys, marker="." if len(xs) < 40 else None, label=key)
+                    style = "--" if key.startswith("metric-raw/") else "-"  # raw G dashed
+                    marker = "." if len(xs) < 40 else None
+                    ax.plot(xs, ys, style, marker=marker, label=key)
             if y_label.startswith("SWD") and all(
                 y > 0 for key in keys for y in _series(records, x_key, key)[1]
             ):

@@ -5,6 +5,9 @@ A run folder holds:
 * ``snapshot-KKKKKK.KKK.safetensors``: the EMA generator's weights; its metadata holds the
   :class:`~progan.config.NetworkConfig` as JSON and the depth/alpha it was trained to, so it
   loads with no training state and no pickle.
+* ``raw-snapshot-KKKKKK.KKK.safetensors``: the raw (trained, not averaged) generator at the same
+  point, in the same format (``progan generate --raw``; metrics ``metric-raw/...``). Its name
+  does not match ``snapshot-*``, so everything that lists EMA snapshots is unchanged.
 * ``state-KKKKKK.KKK.pt``: the full training state (G, D, EMA, both Adam states, schedule position,
   data position, RNG states) as plain tensors and numbers, written with ``torch.save`` and read
   with ``torch.load(weights_only=True)``, which refuses any pickled code.
@@ -44,6 +47,14 @@ SNAPSHOT_FORMAT = "progan-generator"
 def snapshot_name(kimg: float) -> str:
     """``snapshot-000123.456.safetensors`` for 123,456 images shown (sorts by kimg)."""
     return f"snapshot-{kimg:010.3f}.safetensors"
+
+
+RAW_PREFIX = "raw-"  # raw-snapshot-KKKKKK.KKK.safetensors: the raw generator's snapshot
+
+
+def raw_snapshot_name(kimg: float) -> str:
+    """``raw-snapshot-000123.456.safetensors``: the raw generator beside :func:`snapshot_name`."""
+    return RAW_PREFIX + snapshot_name(kimg)
 
 
 def state_name(kimg: float) -> str:
@@ -263,11 +274,13 @@ def newest_valid_checkpoint(run_dir: str | Path) -> tuple[dict[str, Any], dict[s
     raise CheckpointError(f"{run_dir}: every checkpoint is damaged:\n  " + "\n  ".join(problems))
 
 
-def newest_snapshot(path: str | Path) -> Path:
+def newest_snapshot(path: str | Path, raw: bool = False) -> Path:
     """The newest generator snapshot in a run folder, or in the newest run of a folder of
-    runs (the ``--outdir`` of ``progan train``)."""
+    runs (the ``--outdir`` of ``progan train``); ``raw=True``: the newest raw generator's
+    (``raw-snapshot-*``, written beside each EMA snapshot since issue 24)."""
     path = Path(path)
-    snaps = sorted(path.glob("snapshot-*.safetensors"))
+    pattern = (RAW_PREFIX if raw else "") + "snapshot-*.safetensors"
+    snaps = sorted(path.glob(pattern))
     if snaps:
         return snaps[-1]
     runs = (
@@ -276,12 +289,31 @@ def newest_snapshot(path: str | Path) -> Path:
         else []
     )
     for run in reversed(runs):
-        snaps = sorted(run.glob("snapshot-*.safetensors"))
+        snaps = sorted(run.glob(pattern))
         if snaps:
             return snaps[-1]
+    older = " (runs made before raw snapshots existed have only EMA ones)" if raw else ""
     raise CheckpointError(
-        f"{path}: no generator snapshot (snapshot-*.safetensors) found here or in its run folders"
+        f"{path}: no {'raw ' if raw else ''}generator snapshot ({pattern}) found here or in "
+        f"its run folders{older}"
     )
+
+
+def raw_snapshot_for(snapshot: str | Path) -> Path:
+    """The raw generator's snapshot beside the EMA snapshot ``snapshot`` (same kimg); a raw
+    snapshot is returned as it is. Raises CheckpointError when it does not exist."""
+    snapshot = Path(snapshot)
+    raw = (
+        snapshot
+        if snapshot.name.startswith(RAW_PREFIX)
+        else (snapshot.with_name(RAW_PREFIX + snapshot.name))
+    )
+    if not raw.is_file():
+        raise CheckpointError(
+            f"{snapshot}: no raw generator snapshot beside it ({raw.name} is missing; runs "
+            "made before raw snapshots existed have only EMA ones)"
+        )
+    return raw
 
 
 BEST_NAME = "best.json"  # the best fully grown snapshot by the first training metric

@@ -2,12 +2,14 @@
 
 At every ``snapshot_ticks``-th tick (and when a session ends) ``write_snapshot`` writes, in
 this order and each atomically: the EMA generator's grid of the fixed latents
-(``fakes-KKKKKK.KKK.png``, also to TensorBoard), the generator snapshot (safetensors), the full
-training state and its manifest entry (:mod:`progan.train.checkpoint`). Then it evaluates the
-metrics named in ``TrainConfig.metrics`` on the EMA generator (``evaluate_metrics``; every
-rank its share when data-parallel; before the network is fully grown its images are
-upscaled to the full resolution, as the official code does) and records the best fully grown
-snapshot in ``best.json``. Weights that are not finite are never written.
+(``fakes-KKKKKK.KKK.png``, also to TensorBoard), the EMA generator's snapshot and the raw
+generator's (``raw-snapshot-...``, both safetensors), the full training state and its manifest
+entry (:mod:`progan.train.checkpoint`). Then it evaluates the metrics named in
+``TrainConfig.metrics`` on both generators (``evaluate_metrics``: ``metric/...`` for the EMA
+generator, ``metric-raw/...`` for the raw one; every rank its share when data-parallel;
+before the network is fully grown its images are upscaled to the full resolution, as the
+official code does) and records the best fully grown EMA snapshot in ``best.json``. Weights
+that are not finite are never written.
 
 :class:`SnapshotMixin` is one part of :class:`progan.train.trainer.Trainer`, which owns the
 state it reads (annotated below) and its ``state_dict()``.
@@ -79,9 +81,10 @@ class SnapshotMixin:
     def write_snapshot(
         self, stats: StatsWriter | None, metrics: bool = True, reals_grid: bool = False
     ) -> dict[str, float]:
-        """Sample grid, EMA generator snapshot and full training state for the current kimg;
-        then the configured metrics of the snapshot (returned as flat ``metric/...`` values)
-        and ``best.json``.
+        """Sample grid, EMA and raw generator snapshots and full training state for the current
+        kimg; then the configured metrics of both generators (returned as flat values,
+        ``metric/...`` for the EMA generator and ``metric-raw/...`` for the raw one) and
+        ``best.json`` (by the EMA generator's).
 
         Data-parallel: rank 0 writes the files while the other ranks wait; then all ranks
         evaluate the metrics together (each its share of the images) and all return the
@@ -99,6 +102,7 @@ class SnapshotMixin:
         if not (metrics and self.metric_names):
             return {}
         values = self.evaluate_metrics()
+        raw_values = self.evaluate_metrics(raw=True)
         kimg, st = self.images / 1000.0, self.schedule.at(self.images)
         if self.dist is None:
             self._update_best(values, kimg, st)
@@ -106,7 +110,7 @@ class SnapshotMixin:
             self.dist.run_on_main(
                 lambda: self._update_best(values, kimg, st), "recording the best snapshot"
             )
-        return values
+        return {**values, **raw_values}
 
     def _write_snapshot_files(self, stats: StatsWriter | None, reals_grid: bool) -> None:
         from progan.tools.grid import make_grid, save_image_grid
@@ -117,14 +121,20 @@ class SnapshotMixin:
         save_image_grid(grid, self.run_dir / f"fakes-{kimg:010.3f}.png")
         if stats is not None:
             stats.image("fakes", make_grid(grid), kimg)
-        sha = ckpt.save_generator_snapshot(
-            self.run_dir / ckpt.snapshot_name(kimg),
-            self.G_ema.state_dict(),
-            self.cfg.network,
-            st.depth,
-            st.alpha,
-            extra={"kimg": kimg, "images": self.images},
-        )
+        # the raw generator first, so that an EMA snapshot on disk always has its raw one
+        sha = ""
+        for name, generator, kind in (
+            (ckpt.raw_snapshot_name(kimg), self.G, "raw"),
+            (ckpt.snapshot_name(kimg), self.G_ema, "ema"),
+        ):
+            sha = ckpt.save_generator_snapshot(
+                self.run_dir / name,
+                generator.state_dict(),
+                self.cfg.network,
+                st.depth,
+                st.alpha,
+                extra={"kimg": kimg, "images": self.images, "generator": kind},
+            )  # sha: the EMA snapshot's, entered in the manifest
         ckpt.write_checkpoint(
             self.run_dir, kimg, self.images, self.state_dict(), sha, self.cfg.keep_checkpoints
         )
@@ -133,10 +143,12 @@ class SnapshotMixin:
             save_image_grid_reals(self, self.run_dir / "reals.png")
 
     @torch.no_grad()
-    def evaluate_metrics(self, st: PhaseState | None = None) -> dict[str, float]:
+    def evaluate_metrics(self, st: PhaseState | None = None, raw: bool = False) -> dict[str, float]:
         """The configured metrics of the EMA generator at the current phase, or at ``st``
         (its depth and fade), flattened: ``metric/swd/16``, ``metric/swd/avg``,
         ``metric/fid``, ``metric/is/mean``, ``metric/ms-ssim``, plus ``metric/seconds``.
+        ``raw=True``: the same of the raw generator (in eval mode, from the same latents),
+        keyed ``metric-raw/...``.
 
         As in the official code, the images of a network not yet fully grown are upscaled by
         nearest neighbour to the full resolution and measured there against the full-size
@@ -156,6 +168,9 @@ class SnapshotMixin:
         if not names:  # e.g. MS-SSIM of an 8x8 model: nothing to measure
             return {}
         latent_gen = torch.Generator(self.device)
+        generator, prefix = (self.G, "metric-raw") if raw else (self.G_ema, "metric")
+        was_training = generator.training
+        generator.eval()  # batch-norm ablations: running statistics, as the EMA copy uses
 
         def fake_batch(seeds: list[int]) -> torch.Tensor:
             latent_gen.manual_seed(self.cfg.seed * 7919 + seeds[0])
@@ -163,28 +178,31 @@ class SnapshotMixin:
             labels = None
             if net.label_size:
                 labels = torch.tensor([s % net.label_size for s in seeds], device=self.device)
-            images = to_uint8(self.G_ema(z, labels, st.depth, st.alpha))
+            images = to_uint8(generator(z, labels, st.depth, st.alpha))
             return upscale_nearest(images, net.resolution)
 
         source = CallableSource(fake_batch, net.resolution, net.channels, name="training")
-        result = evaluate(
-            names,
-            source,
-            self.cfg.data,
-            num=self.cfg.metrics_num or None,
-            device=self.device,
-            seed=self.cfg.seed,
-            comm=self.dist,
-            fid_preprocess=self.cfg.fid_preprocess,
-        )
+        try:
+            result = evaluate(
+                names,
+                source,
+                self.cfg.data,
+                num=self.cfg.metrics_num or None,
+                device=self.device,
+                seed=self.cfg.seed,
+                comm=self.dist,
+                fid_preprocess=self.cfg.fid_preprocess,
+            )
+        finally:
+            generator.train(was_training)
         flat: dict[str, float] = {}
         for name in names:
             value = result[name]
             if isinstance(value, dict):
-                flat.update({f"metric/{name}/{k}": float(v) for k, v in value.items()})
+                flat.update({f"{prefix}/{name}/{k}": float(v) for k, v in value.items()})
             else:
-                flat[f"metric/{name}"] = float(value)
-        flat["metric/seconds"] = round(float(result["seconds"]), 3)
+                flat[f"{prefix}/{name}"] = float(value)
+        flat[f"{prefix}/seconds"] = round(float(result["seconds"]), 3)
         return flat
 
     def _update_best(self, values: dict[str, float], kimg: float, st: PhaseState) -> None:
