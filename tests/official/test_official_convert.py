@@ -112,3 +112,14 @@ def test_the_explorer_serves_an_official_pickle_like_generate(official_pkl):
     assert list(seeds) == [3, 4, 5, 6]
     served = torch.stack([torch.as_tensor(np.asarray(im)) for im in images])
     assert torch.equal(served, generate_images(load_generator(official_pkl), [3, 4, 5, 6]))
+
+
+def test_raw_on_an_official_pickle_gives_its_g_not_gs(official_pkl):
+    official = read_official(official_pkl)
+    G = load_generator(official_pkl, raw=True)
+    for key, value in official.state_dicts["G"].items():
+        assert torch.equal(G.state_dict()[key], value)
+    # the fixture's G and Gs hold different weights, so the two loads must differ
+    assert not torch.equal(
+        generate_images(G, [0, 1]), generate_images(load_generator(official_pkl), [0, 1])
+    )
