@@ -26,7 +26,9 @@ def add_command(subparsers) -> None:
         "(per step), optionally NAME-optimisation.mp4; and projection.json.",
     )
     p.add_argument("images", nargs="+", help="image files, folders or zips of images, datasets")
-    p.add_argument("--network", required=True, help="generator snapshot or run folder")
+    p.add_argument(
+        "--network", required=True, help="generator snapshot, run folder or official .pkl"
+    )
     p.add_argument("--outdir", default="projection", help="output folder [projection]")
     p.add_argument("--steps", type=int, default=300, help="Adam steps per image [300]")
     p.add_argument("--starts", type=int, default=4, help="random starts per image [4]")
