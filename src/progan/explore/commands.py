@@ -23,10 +23,11 @@ def add_command(subparsers) -> None:
         "explore",
         help="interactive explorer of a generator in the browser (needs progan[explore])",
         description="A local web app on a generator snapshot, run folder or official .pkl: "
-        "pages of samples by seed, interpolation between two of them on the latent hypersphere (slider or "
-        "animation), a class selector for conditional generators (default: balanced, seed mod "
-        "number of classes, as `progan generate`), the depth of snapshots taken before full "
-        "growth, latents from `progan project`, PNG downloads at full resolution. Needs the "
+        "pages of samples by seed, interpolation between two of them on the latent "
+        "hypersphere (slider or animation), a class selector for conditional generators "
+        "(default: balanced, seed mod number of classes, as `progan generate`), the depth of "
+        "snapshots taken before full growth, latents from `progan project`, PNG downloads at "
+        "full resolution. Needs the "
         f"optional extra: {INSTALL_HINT}.",
     )
     p.add_argument("checkpoint", help="snapshot-*.safetensors or a run folder (newest snapshot)")
