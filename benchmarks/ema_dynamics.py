@@ -5,9 +5,10 @@
 
 Trains one run exactly as ``progan train`` does (the Trainer's own step), and beside the
 trainer's EMA keeps several EMA copies of the same G with other half-lives (``--variants``):
-``rNN`` = ramp-up NN/100 x images shown (capped at ``ema_beta``'s half-life, as
-``Trainer.ema_beta``), ``hlN`` = a fixed half-life of N G steps. Since the EMA never feeds back
-into training, one run compares them all on the same G trajectory. Every ``--every`` steps it
+``rDIGITS`` = ramp-up 0.DIGITS x images shown (``r05`` = 0.05, ``r005`` = 0.005; capped at
+``ema_beta``'s half-life, as ``Trainer.ema_beta``), ``hlN`` = a fixed half-life of N G
+steps. Since the EMA never feeds back into training, one run compares them all on the same G
+trajectory. Every ``--every`` steps it
 writes one JSON line to ``DIR/ema_dynamics.jsonl``:
 
 * per-image pixel std and mean colour (uint8 units, R/G/B) of 200 fixed latents' images from
@@ -20,9 +21,12 @@ writes one JSON line to ``DIR/ema_dynamics.jsonl``:
   64 G steps earlier (mean over the latents; per image, centred), and ``colour_swing``: the std
   over the last 64 steps of the batch-mean colour (uint8 units).
 
-At the end every generator is saved as ``DIR/<name>.safetensors`` (``raw``, ``r05``, ...;
-``progan metrics``/``generate`` read them) and ``DIR/final.json`` holds the statistics of
-1,000 latents' images of each, plus the data's.
+At the end every generator is saved as ``DIR/<name>.safetensors`` (``raw``, ``ema`` = the
+trainer's own EMA, ``r05``, ...; ``progan metrics``/``generate`` read them) and
+``DIR/final.json`` holds the statistics of 1,000 latents' images of each, plus the data's.
+``--save-at 44,46,48`` also saves every generator when the run passes each of those kimg, as
+``DIR/at-KKK.K/<name>.safetensors`` (``benchmarks/ema_fid.py`` measures them: a raw G's FID at
+one instant is one draw from a trajectory that hops, so compare over several instants).
 """
 
 from __future__ import annotations
@@ -46,15 +50,15 @@ LAGS = (1, 4, 16, 64)
 
 
 def parse_variants(text: str) -> dict[str, dict[str, float]]:
-    """'r05,r01,hl3' -> {'r05': {'rampup': 0.05}, 'r01': {'rampup': 0.01}, 'hl3': {'steps': 3}}."""
+    """'r05,r005,hl3' -> {'r05': {'rampup': 0.05}, 'r005': {'rampup': 0.005}, 'hl3': {...}}."""
     out: dict[str, dict[str, float]] = {}
     for name in (t.strip() for t in text.split(",") if t.strip()):
         if name.startswith("hl"):
             out[name] = {"steps": float(name[2:])}
-        elif name.startswith("r"):
-            out[name] = {"rampup": int(name[1:]) / 100.0}
+        elif name.startswith("r") and name[1:].isdigit():
+            out[name] = {"rampup": float("0." + name[1:])}
         else:
-            raise SystemExit(f"bad variant {name!r}: use rNN (ramp-up NN/100) or hlN (N steps)")
+            raise SystemExit(f"bad variant {name!r}: use rDIGITS (ramp-up 0.DIGITS) or hlN")
     return out
 
 
@@ -95,6 +99,7 @@ def main() -> None:
     p.add_argument("--mirror", action="store_true")
     p.add_argument("--every", type=int, default=50, help="G steps between records [50]")
     p.add_argument("--variants", default="r05,r02,r01,hl10,hl3")
+    p.add_argument("--save-at", default="", help="kimg at which to save every generator")
     p.add_argument("--out", required=True, help="output folder")
     a = p.parse_args()
     torch.set_num_threads(1)
@@ -115,6 +120,15 @@ def main() -> None:
     labels = torch.arange(1000) % net.label_size if net.label_size else None
     variants = parse_variants(a.variants)
     emas = {k: copy.deepcopy(tr.G_ema) for k in variants}
+    save_at = sorted(float(t) for t in a.save_at.split(",") if t.strip())
+
+    def save_all(folder: Path, st) -> None:
+        folder.mkdir(exist_ok=True)
+        for name, G in [("raw", tr.G), ("ema", tr.G_ema), *emas.items()]:
+            extra = {"kimg": tr.images / 1000}
+            path = folder / f"{name}.safetensors"
+            ckpt.save_generator_snapshot(path, G.state_dict(), net, st.depth, st.alpha, extra=extra)
+
     history: list[torch.Tensor] = []  # the raw G's images of the first 32 latents, per step
     out_ema = None
 
@@ -142,6 +156,8 @@ def main() -> None:
                 update_ema(emas[k], tr.G, ema_decay(tr.images, st.batch_size, cfg.ema_beta, **v))
             tr.images += st.batch_size * cfg.d_steps
             tr.steps += 1
+            while save_at and tr.images >= save_at[0] * 1000:
+                save_all(out / f"at-{save_at.pop(0):05.1f}", st)
             with torch.no_grad():
                 raw = tr.G(z[:32], labels[:32] if labels is not None else None, st.depth, st.alpha)
             history = [*history[-LAGS[-1] :], raw]
@@ -170,8 +186,7 @@ def main() -> None:
     final = {"data": data_stats, "kimg": tr.images / 1000, "steps": tr.steps}
     for name, G in [("raw", tr.G), *emas.items()]:
         final[name] = image_stats(images(G, 1000, st))
-        ckpt.save_generator_snapshot(out / f"{name}.safetensors", G.state_dict(), net, st.depth,
-                                     st.alpha, extra={"kimg": tr.images / 1000})  # fmt: skip
+    save_all(out, st)
     (out / "final.json").write_text(json.dumps(final, indent=1))
     print(json.dumps(final))
 

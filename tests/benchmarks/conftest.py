@@ -50,3 +50,9 @@ def dr():
 def ema_dyn():
     """benchmarks/ema_dynamics.py as a module."""
     yield from _load("ema_dynamics.py", "progan_bench_ema_dynamics")
+
+
+@pytest.fixture(scope="module")
+def ema_fid():
+    """benchmarks/ema_fid.py as a module."""
+    yield from _load("ema_fid.py", "progan_bench_ema_fid")

@@ -26,8 +26,14 @@ def test_rampup_variant_decays_as_the_trainer(ema_dyn, images):
 
 def test_variants_and_statistics(ema_dyn):
     assert ema_dyn.parse_variants("r05, hl3") == {"r05": {"rampup": 0.05}, "hl3": {"steps": 3.0}}
-    with pytest.raises(SystemExit):
-        ema_dyn.parse_variants("x1")
+    # digits after "r" are the decimals: r005 = 0.005 (not 0.05, which is r05)
+    assert ema_dyn.parse_variants("r005,r0025") == {
+        "r005": {"rampup": 0.005},
+        "r0025": {"rampup": 0.0025},
+    }
+    for bad in ("x1", "r", "r0.5"):
+        with pytest.raises(SystemExit):
+            ema_dyn.parse_variants(bad)
     # two images: one all -1 (uint8 0), one half -1 / half +1 (uint8 0 and 255)
     a = -torch.ones(2, 3, 2, 2)
     a[1, :, 0] = 1.0
@@ -38,3 +44,14 @@ def test_variants_and_statistics(ema_dyn):
     assert ema_dyn.correlation(b, b) == pytest.approx(1.0)
     assert ema_dyn.correlation(b, -b) == pytest.approx(-1.0)
     assert ema_dyn.correlation(b, 2 * b + 5) == pytest.approx(1.0)  # centred, scale-free
+
+
+def test_ema_fid_reads_the_saved_instants_in_kimg_order(ema_fid, tmp_path):
+    for name in ("at-047.0", "at-044.0", "at-045.5"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "notes").mkdir()
+    assert [k for k, _ in ema_fid.instants(tmp_path)] == ["44.0", "45.5", "47.0"]
+    (tmp_path / "final.json").write_text('{"kimg": 50.016}')
+    found = ema_fid.instants(tmp_path)
+    assert [k for k, _ in found] == ["44.0", "45.5", "47.0", "50.0"]  # the end last
+    assert found[0][1] == tmp_path / "at-044.0" and found[-1][1] == tmp_path
