@@ -8,8 +8,7 @@ trainer's EMA keeps several EMA copies of the same G with other half-lives (``--
 ``rDIGITS`` = ramp-up 0.DIGITS x images shown (``r05`` = 0.05, ``r005`` = 0.005; capped at
 ``ema_beta``'s half-life, as ``Trainer.ema_beta``), ``hlN`` = a fixed half-life of N G
 steps. Since the EMA never feeds back into training, one run compares them all on the same G
-trajectory. Every ``--every`` steps it
-writes one JSON line to ``DIR/ema_dynamics.jsonl``:
+trajectory. Every ``--every`` steps it writes one JSON line to ``DIR/ema_dynamics.jsonl``:
 
 * per-image pixel std and mean colour (uint8 units, R/G/B) of 200 fixed latents' images from
   the raw G and from each EMA (``raw``, ``r05``, ...: ``[[mean R, G, B], [std R, G, B]]``);
